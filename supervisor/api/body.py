@@ -1,0 +1,36 @@
+"""JSON request bodies parsed whatever the Content-Type, so `curl -d '{…}'` just works."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+
+from supervisor.errors import FieldError, InvalidParams, errors_from_pydantic
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
+    async def parse(request: Request) -> M:
+        raw = await request.body()
+        try:
+            return model.model_validate_json(raw or b"{}")
+        except ValidationError as exc:
+            errors = errors_from_pydantic(exc)
+            if any(err["type"] == "json_invalid" for err in exc.errors()):
+                raise InvalidParams(f"the body is not valid JSON: {exc.errors()[0]['msg']}") from None
+            raise InvalidParams(f"invalid request: {_fields(errors)}", errors) from None
+
+    return parse
+
+
+def _fields(errors: list[FieldError]) -> str:
+    return "; ".join(f"{'.'.join(map(str, e.loc)) or 'body'}: {e.msg}" for e in errors)
+
+
+def json_body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The request body for OpenAPI, since the route reads it itself."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}

@@ -1,0 +1,147 @@
+"""Routes for single jobs: submit, status, list, wait, cancel, log."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+
+from supervisor.api.body import json_body, json_body_schema
+from supervisor.api.deps import CallerDep, DaemonDep
+from supervisor.auth import Caller
+from supervisor.errors import Conflict, Draining
+from supervisor.logs import job_log_path, read_from
+from supervisor.models import JobRecord, JobState, JobStatus, is_job_id
+from supervisor.store import JobFilter
+from supervisor.submit import SubmitRequest, build_record, request_hash
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+(?:\.\d+)?)")
+_FOLLOW_POLL = 0.2
+
+
+def status_response(rec: JobRecord, status_code: int | None = None) -> JSONResponse:
+    code = status_code or (200 if rec.state.done else 202)
+    body = JobStatus.of(rec).model_dump(mode="json")
+    return JSONResponse(body, status_code=code, headers={"Location": rec.location})
+
+
+def load_job(daemon: DaemonDep, caller: Caller, job_id: str) -> JobRecord:
+    rec = daemon.store.get(job_id) if is_job_id(job_id) else None
+    return caller.check_sees(rec, job_id)
+
+
+def wait_seconds(body: float | None, query: float | None, prefer: str | None, cap: float) -> float:
+    seconds = body if body is not None else query
+    if seconds is None and prefer:
+        match = _PREFER_WAIT.search(prefer)
+        seconds = float(match.group(1)) if match else None
+    return min(seconds or 0.0, cap)
+
+
+def _idempotent_match(daemon: DaemonDep, caller: Caller, req: SubmitRequest, key: str) -> JobRecord | None:
+    existing = daemon.store.find_idempotent(caller.name, key)
+    if existing is not None and existing.request_hash != request_hash(req.job, req.params):
+        raise Conflict(f"idempotency key {key!r} was already used for a different request (job {existing.id})")
+    return existing
+
+
+@router.post("", status_code=202, response_model=JobStatus, responses={200: {"model": JobStatus}},
+             openapi_extra=json_body_schema(SubmitRequest))
+async def submit_job(
+    req: Annotated[SubmitRequest, Depends(json_body(SubmitRequest))],
+    daemon: DaemonDep,
+    caller: CallerDep,
+    wait: Annotated[float | None, Query(ge=0, description="Seconds to wait for the result.")] = None,
+    prefer: Annotated[str | None, Header(description="`wait=S` asks to wait for the result.")] = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JSONResponse:
+    if daemon.draining:
+        raise Draining("the daemon is shutting down and accepts no new jobs; retry when it is back")
+    req.idempotency_key = req.idempotency_key or idempotency_key
+    rec = _idempotent_match(daemon, caller, req, req.idempotency_key) if req.idempotency_key else None
+    if rec is None:
+        rec = build_record(daemon.registry, req, caller.name)
+        daemon.scheduler.submit([rec])
+    seconds = wait_seconds(req.wait, wait, prefer, daemon.settings.max_wait)
+    if seconds > 0 and not rec.state.done:
+        await daemon.scheduler.wait_done(rec.id, seconds)
+        rec = daemon.store.get(rec.id) or rec
+    return status_response(rec, 200 if rec.state.done and seconds > 0 else 202)
+
+
+@router.get("", response_model=dict)
+async def list_jobs(
+    daemon: DaemonDep,
+    caller: CallerDep,
+    state: JobState | None = None,
+    job: str | None = None,
+    batch_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    cursor: Annotated[str | None, Query(pattern=r"^\d+$")] = None,
+) -> dict[str, object]:
+    flt = JobFilter(requestor=None if caller.admin else caller.name, state=state, job=job, batch_id=batch_id)
+    records, next_cursor = daemon.store.list(flt, limit, int(cursor) if cursor else None)
+    return {
+        "items": [JobStatus.of(r).model_dump(mode="json") for r in records],
+        "next_cursor": str(next_cursor) if next_cursor is not None else None,
+    }
+
+
+@router.get("/{job_id}", response_model=JobStatus)
+async def get_job(job_id: str, daemon: DaemonDep, caller: CallerDep) -> JSONResponse:
+    return status_response(load_job(daemon, caller, job_id), 200)
+
+
+@router.get("/{job_id}/wait", response_model=JobStatus)
+async def wait_job(
+    job_id: str, daemon: DaemonDep, caller: CallerDep, timeout: Annotated[float, Query(ge=0)] = 30.0
+) -> JSONResponse:
+    rec = load_job(daemon, caller, job_id)
+    if not rec.state.done:
+        await daemon.scheduler.wait_done(job_id, min(timeout, daemon.settings.max_wait))
+        rec = daemon.store.get(job_id) or rec
+    return status_response(rec, 200)
+
+
+@router.post("/{job_id}/cancel", response_model=JobStatus)
+async def cancel_job(job_id: str, daemon: DaemonDep, caller: CallerDep) -> JSONResponse:
+    rec = load_job(daemon, caller, job_id)
+    if rec.state.done:
+        raise Conflict(f"job {job_id} has already ended ({rec.state}); nothing to cancel")
+    daemon.scheduler.cancel(rec)
+    await daemon.scheduler.wait_done(job_id, daemon.scheduler.limits_of(rec.job).kill_grace + 2.0)
+    return status_response(daemon.store.get(job_id) or rec)
+
+
+@router.get("/{job_id}/log", response_class=PlainTextResponse, response_model=None)
+async def job_log(
+    job_id: str,
+    daemon: DaemonDep,
+    caller: CallerDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    follow: bool = False,
+) -> PlainTextResponse | StreamingResponse:
+    rec = load_job(daemon, caller, job_id)
+    path = job_log_path(daemon.settings.logs, rec.id)
+    if not follow:
+        data = read_from(path, offset)
+        return PlainTextResponse(data, headers={"X-Log-Offset": str(offset + len(data))})
+    return StreamingResponse(_follow(daemon, rec.id, path, offset), media_type="text/plain")
+
+
+async def _follow(daemon: DaemonDep, job_id: str, path, offset: int) -> AsyncIterator[bytes]:
+    """Stream the log until the job has ended and everything it wrote has been sent."""
+    while True:
+        rec = daemon.store.get(job_id)
+        data = read_from(path, offset)
+        if data:
+            offset += len(data)
+            yield data
+            continue
+        if rec is None or rec.state.done:
+            return
+        await daemon.scheduler.wait_change(job_id, _FOLLOW_POLL)

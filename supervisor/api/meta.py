@@ -1,0 +1,38 @@
+"""Routes about the daemon itself: job types, health, metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
+
+from supervisor.api.deps import CallerDep, DaemonDep
+from supervisor.metrics import render_metrics
+
+router = APIRouter(tags=["daemon"])
+
+
+@router.get("/v1/jobtypes")
+async def job_types(daemon: DaemonDep, _: CallerDep) -> dict[str, object]:
+    registry = daemon.registry
+    return {
+        "items": [jt.describe() for jt in sorted(registry.types.values(), key=lambda t: t.name)],
+        "next_cursor": None,
+        "broken": [{"module": str(b.path), "error": b.error, "traceback": b.traceback} for b in registry.broken],
+    }
+
+
+@router.get("/healthz")
+async def healthz(daemon: DaemonDep, _: CallerDep) -> dict[str, object]:
+    return {
+        "status": "draining" if daemon.draining else "ok",
+        "host_id": daemon.settings.host_id,
+        "running": len(daemon.scheduler.running),
+        "queued": len(daemon.scheduler.queue),
+        "job_types": len(daemon.registry.types),
+        "broken_modules": len(daemon.registry.broken),
+    }
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(daemon: DaemonDep, _: CallerDep) -> PlainTextResponse:
+    return PlainTextResponse(render_metrics(daemon), media_type="text/plain; version=0.0.4")

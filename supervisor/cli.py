@@ -1,0 +1,277 @@
+"""The `runspace` command line: parse, call the daemon's API, print. Exit codes per CONTRACT §6."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from supervisor.errors import DaemonUnreachable, InvalidParams, NotFound, RunspaceError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_TIMED_OUT = 0, 1, 2, 3, 124
+_STATE_EXIT = {"succeeded": EXIT_OK, "timed_out": EXIT_TIMED_OUT, "hung": EXIT_TIMED_OUT}
+
+
+def state_exit_code(status: dict[str, Any]) -> int:
+    if not status.get("done"):
+        return EXIT_OK
+    return _STATE_EXIT.get(status["state"], EXIT_FAILED)
+
+
+def _settings():
+    from supervisor.settings import Settings
+
+    return Settings()
+
+
+class RunspaceGroup(click.Group):
+    """Turns every RunspaceError into one line on stderr and the right exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RunspaceError as exc:
+            click.echo(f"runspace: error: {exc.detail}", err=True)
+            for err in exc.errors:
+                click.echo(f"  {'.'.join(map(str, err.loc))}: {err.msg}", err=True)
+            if isinstance(exc, DaemonUnreachable):
+                sys.exit(EXIT_UNREACHABLE)
+            sys.exit(EXIT_USAGE if isinstance(exc, InvalidParams | NotFound) else EXIT_FAILED)
+
+
+def _client(ctx: click.Context):
+    from supervisor.client import Client
+
+    socket_path = ctx.obj.get("socket") or _settings().socket
+    return Client(Path(socket_path))
+
+
+def parse_pairs(pairs: tuple[str, ...], params_file: str | None) -> dict[str, Any]:
+    """`key=value` pairs: values stay strings (the params model coerces them), JSON for [..] and {..}."""
+    params: dict[str, Any] = {}
+    if params_file:
+        text = sys.stdin.read() if params_file == "-" else Path(params_file).read_text()
+        try:
+            params = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidParams(f"--params {params_file}: not valid JSON: {exc}") from None
+        if not isinstance(params, dict):
+            raise InvalidParams(f"--params {params_file}: must hold a JSON object")
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidParams(f"expected key=value, got {pair!r}")
+        if value[:1] in "[{":
+            try:
+                params[key] = json.loads(value)
+                continue
+            except json.JSONDecodeError:
+                pass
+        params[key] = value
+    return params
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+def print_status(status: dict[str, Any]) -> None:
+    line = f"{status['id']}  {status['job']}  {status['state']}"
+    if status.get("percent_complete") is not None and not status["done"]:
+        line += f"  {status['percent_complete']:g}%"
+    click.echo(line)
+    for label in ("message", "requested_at", "started_at", "finished_at", "pid", "exit_code", "reason"):
+        if status.get(label) is not None:
+            click.echo(f"  {label}: {status[label]}")
+    if status.get("error"):
+        click.echo(f"  error: {status['error']['type']}: {status['error']['message']}")
+    if status.get("result") is not None:
+        click.echo(f"  result: {json.dumps(status['result'])}")
+
+
+@click.group(cls=RunspaceGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--socket", envvar="RUNSPACE_SOCKET", type=click.Path(), help="Daemon socket (default from settings).")
+@click.pass_context
+def main(ctx: click.Context, socket: str | None) -> None:
+    """runspace: submit jobs to a supervising daemon, follow them, and get their results.
+
+    \b
+    Start the daemon:   runspace daemon
+    Submit a job:       runspace submit ingest files=20 --wait 30
+    Follow it:          runspace wait ID ; runspace logs ID -f
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["socket"] = socket
+
+
+class _DaemonCommand(click.Command):
+    """Lists the settings in `runspace daemon --help` (imported only when help is asked for)."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from supervisor.settings import describe_settings
+
+        formatter.write_paragraph()
+        formatter.write_text("Settings (env RUNSPACE_*, else the TOML file named by RUNSPACE_CONFIG):")
+        with formatter.indentation():
+            for line in describe_settings().splitlines():
+                formatter.write(f"{formatter.current_indent * ' '}{line}\n")
+
+
+@main.command(cls=_DaemonCommand)
+@click.option("--debug", is_flag=True, help="Verbose daemon log on stderr.")
+def daemon(debug: bool) -> None:
+    """Run the daemon in the foreground (systemd runs it like this)."""
+    from supervisor.daemon import run_daemon
+
+    run_daemon(_settings(), debug=debug)
+
+
+@main.command()
+@click.argument("job")
+@click.argument("pairs", nargs=-1)
+@click.option("--params", "params_file", metavar="FILE|-", help="JSON object of params (from a file or stdin).")
+@click.option("--wait", type=float, help="Wait up to S seconds for the result.")
+@click.option("--follow", is_flag=True, help="Show progress until the job ends.")
+@click.option("--priority", type=int, help="Higher runs first.")
+@click.option("--idempotency-key", help="Resubmitting with the same key returns the same job.")
+@click.option("--json", "as_json", is_flag=True, help="Print the status object as JSON.")
+@click.pass_context
+def submit(ctx, job, pairs, params_file, wait, follow, priority, idempotency_key, as_json) -> None:
+    """Submit JOB with key=value params; prints the job id (and the result with --wait)."""
+    params = parse_pairs(pairs, params_file)
+    with _client(ctx) as client:
+        _, status = client.submit(job, params, wait=wait, priority=priority, idempotency_key=idempotency_key)
+        if follow and not status["done"]:
+            from supervisor.progress import follow_progress
+
+            status = follow_progress(client, status["id"], timeout=None, quiet=as_json)
+    if as_json:
+        print_json(status)
+    elif status["done"] or wait or follow:
+        print_status(status)
+    else:
+        click.echo(status["id"])
+    sys.exit(state_exit_code(status))
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def status(ctx, job_id, as_json) -> None:
+    """Show a job's status."""
+    with _client(ctx) as client:
+        data = client.status(job_id)
+    print_json(data) if as_json else print_status(data)
+    sys.exit(state_exit_code(data))
+
+
+@main.command("list")
+@click.option("--state", help="Only jobs in this state.")
+@click.option("--job", help="Only jobs of this type.")
+@click.option("--batch", "batch_id", help="Only jobs of this batch.")
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def list_jobs(ctx, state, job, batch_id, limit, as_json) -> None:
+    """List your jobs, newest first."""
+    with _client(ctx) as client:
+        page = client.list(state=state, job=job, batch_id=batch_id, limit=limit)
+    if as_json:
+        print_json(page)
+        return
+    for item in page["items"]:
+        click.echo(f"{item['id']}  {item['state']:<10} {item['job']:<20} {item['requested_at']}")
+    if page["next_cursor"]:
+        click.echo(f"(more: --limit {limit * 2})")
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing output until the job ends.")
+@click.pass_context
+def logs(ctx, job_id, follow) -> None:
+    """Print a job's output (stdout and stderr, timestamped)."""
+    with _client(ctx) as client:
+        if follow:
+            for chunk in client.follow_log(job_id):
+                click.echo(chunk, nl=False)
+        else:
+            click.echo(client.log(job_id), nl=False)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--timeout", type=float, help="Give up after S seconds (exit 0, job still running).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def wait(ctx, job_id, timeout, as_json) -> None:
+    """Wait for a job to end, with a progress bar; exit code follows the job's state."""
+    from supervisor.progress import follow_progress
+
+    with _client(ctx) as client:
+        data = follow_progress(client, job_id, timeout=timeout, quiet=as_json)
+    print_json(data) if as_json else print_status(data)
+    sys.exit(state_exit_code(data))
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def cancel(ctx, job_id, as_json) -> None:
+    """Cancel a queued or running job (its whole process tree is killed)."""
+    with _client(ctx) as client:
+        data = client.cancel(job_id)
+    print_json(data) if as_json else print_status(data)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def jobs(ctx, as_json) -> None:
+    """List job types, their options and params; and modules that failed to load."""
+    with _client(ctx) as client:
+        data = client.job_types()
+    if as_json:
+        print_json(data)
+        return
+    for jt in data["items"]:
+        schema = jt["params_schema"]
+        required = set(schema.get("required", []))
+        fields = ", ".join(f"{n}{'' if n in required else '?'}: {f.get('type', 'any')}"
+                           for n, f in schema.get("properties", {}).items())
+        click.echo(f"{jt['name']}({fields})")
+        if jt["description"]:
+            click.echo(f"    {jt['description'].splitlines()[0]}")
+        if jt["options"]:
+            click.echo("    " + ", ".join(f"{k}={v}" for k, v in jt["options"].items()))
+    for broken in data.get("broken", []):
+        click.echo(f"BROKEN {broken['module']}: {broken['error']}", err=True)
+
+
+@main.command()
+@click.argument("job")
+@click.argument("pairs", nargs=-1)
+@click.option("--params", "params_file", metavar="FILE|-", help="JSON object of params.")
+@click.option("--debug", is_flag=True, help="Stop in the debugger (pdb) when the job raises.")
+@click.option("--json", "as_json", is_flag=True)
+def run(job, pairs, params_file, debug, as_json) -> None:
+    """Run JOB inline in this terminal, without a daemon (`breakpoint()` works)."""
+    from supervisor.auth import user_name
+    from supervisor.inline import run_inline
+
+    if debug:
+        os.environ.setdefault("PYTHONBREAKPOINT", "pdb.set_trace")
+    code, result = run_inline(_settings(), job, parse_pairs(pairs, params_file), user_name(os.getuid()))
+    if debug and code != 0:
+        import pdb
+
+        pdb.post_mortem(sys.exc_info()[2]) if sys.exc_info()[2] else None
+    click.echo(json.dumps(result, indent=None if not as_json else 2))
+    sys.exit(code)

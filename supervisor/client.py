@@ -1,0 +1,101 @@
+"""HTTP-over-Unix-socket client for the daemon, used by the CLI and the tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from supervisor.errors import (
+    Conflict,
+    DaemonUnreachable,
+    Draining,
+    FieldError,
+    InvalidParams,
+    NotAllowed,
+    NotAuthenticated,
+    NotFound,
+    QueueFull,
+    RunspaceError,
+)
+
+_BY_STATUS: dict[int, type[RunspaceError]] = {
+    400: InvalidParams, 401: NotAuthenticated, 403: NotAllowed, 404: NotFound,
+    409: Conflict, 429: QueueFull, 503: Draining,
+}
+
+
+def _raise_for_problem(resp: httpx.Response) -> None:
+    if resp.status_code < 400:
+        return
+    try:
+        body = resp.json()
+    except ValueError:
+        body = {"detail": resp.text or resp.reason_phrase}
+    errors = [FieldError(e.get("loc", []), e.get("msg", "")) for e in body.get("errors", [])]
+    raise _BY_STATUS.get(resp.status_code, RunspaceError)(body.get("detail", ""), errors)
+
+
+class Client:
+    def __init__(self, socket_path: Path, timeout: float = 30.0) -> None:
+        self.socket_path = socket_path
+        self._http = httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(socket_path)),
+            base_url="http://runspace",
+            timeout=httpx.Timeout(timeout, read=None),
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            resp = self._http.request(method, path, **kwargs)
+        except (httpx.ConnectError, httpx.RemoteProtocolError, FileNotFoundError) as exc:
+            raise DaemonUnreachable(
+                f"cannot reach the runspace daemon at {self.socket_path} ({exc}); "
+                f"start it with `runspace daemon` (or `systemctl start runspace`)"
+            ) from None
+        _raise_for_problem(resp)
+        return resp
+
+    def submit(self, job: str, params: dict[str, Any], wait: float | None = None, **extra: Any) -> tuple[int, dict]:
+        body = {"job": job, "params": params, **{k: v for k, v in extra.items() if v is not None}}
+        if wait:
+            body["wait"] = wait
+        resp = self.request("POST", "/v1/jobs", json=body)
+        return resp.status_code, resp.json()
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/jobs/{job_id}").json()
+
+    def wait(self, job_id: str, timeout: float) -> dict[str, Any]:
+        return self.request("GET", f"/v1/jobs/{job_id}/wait", params={"timeout": timeout}).json()
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self.request("POST", f"/v1/jobs/{job_id}/cancel").json()
+
+    def list(self, **filters: Any) -> dict[str, Any]:
+        params = {k: v for k, v in filters.items() if v is not None}
+        return self.request("GET", "/v1/jobs", params=params).json()
+
+    def job_types(self) -> dict[str, Any]:
+        return self.request("GET", "/v1/jobtypes").json()
+
+    def log(self, job_id: str, offset: int = 0) -> str:
+        return self.request("GET", f"/v1/jobs/{job_id}/log", params={"offset": offset}).text
+
+    def follow_log(self, job_id: str, offset: int = 0) -> Iterator[str]:
+        try:
+            with self._http.stream("GET", f"/v1/jobs/{job_id}/log", params={"offset": offset, "follow": "true"}) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    _raise_for_problem(resp)
+                yield from resp.iter_text()
+        except (httpx.ConnectError, FileNotFoundError) as exc:
+            raise DaemonUnreachable(f"cannot reach the runspace daemon at {self.socket_path} ({exc})") from None

@@ -1,0 +1,162 @@
+"""The daemon: wires settings, store, scheduler and API together; lifecycle, signals, systemd."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import sys
+
+
+import anyio
+import uvicorn
+from anyio.abc import CancelScope
+from loguru import logger
+
+from supervisor import systemd
+from supervisor.api.app import create_app
+from supervisor.api.peer import PeerCredProtocol
+from supervisor.listener import bind_unix, remove_socket_file
+from supervisor.registry import Registry, load_registry
+from supervisor.runner.cgroups import JobCgroups, detect_cgroup_root
+from supervisor.runner.reap import Reaper, become_subreaper
+from supervisor.scheduler import Scheduler, Services
+from supervisor.settings import Settings
+from supervisor.store import Store, open_store
+from supervisor.userlog import UserLog
+
+
+def setup_logging(debug: bool) -> None:
+    logger.remove()
+    logger.add(
+        sys.stderr,
+        level="DEBUG" if debug else "INFO",
+        filter=lambda record: "user_log" not in record["extra"],
+        format="{time:YYYY-MM-DDTHH:mm:ss.SSS!UTC}Z {level: <7} {message}",
+    )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the daemon owns signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[override]
+        yield
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.draining = False
+        self.starts = 0
+        self.registry = Registry()
+        self.store: Store
+        self.scheduler: Scheduler
+
+    # -- job definitions ------------------------------------------------------------
+
+    def load_jobs(self) -> Registry:
+        registry = load_registry(self.settings.job_dirs)
+        for broken in registry.broken:
+            logger.error("job module {} was not loaded: {}\n{}", broken.path, broken.error, broken.traceback)
+        logger.info("job types: {}", ", ".join(sorted(registry.types)) or "none")
+        return registry
+
+    def reload_jobs(self) -> None:
+        """SIGHUP: new definitions; types of a module that now fails to import stay as they were."""
+        fresh = self.load_jobs()
+        broken_paths = {b.path for b in fresh.broken}
+        for name, jt in self.registry.types.items():
+            if jt.module_path in broken_paths and name not in fresh.types:
+                fresh.types[name] = jt
+        self.registry = fresh
+        logger.info("job definitions reloaded")
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def _cgroups(self) -> JobCgroups | None:
+        # Named after the state dir, so a restarted daemon finds the cgroups of the jobs it re-adopts.
+        tag = hashlib.sha1(str(self.settings.state_dir.resolve()).encode()).hexdigest()[:10]
+        root = self.settings.cgroup_root or detect_cgroup_root(f"runspace-{tag}")
+        return JobCgroups(root) if root else None
+
+    async def serve(self) -> None:
+        s = self.settings
+        for path in (s.state_dir, s.logs):
+            path.mkdir(parents=True, exist_ok=True)
+        become_subreaper()
+        self.store = open_store(s.store_url)
+        self.starts = self.store.bump_counter("daemon_starts")
+        self.registry = self.load_jobs()
+        events_path = s.state_dir / "events.sock"
+        with contextlib.suppress(FileNotFoundError):
+            events_path.unlink()
+        events = await anyio.create_unix_datagram_socket(local_path=events_path, local_mode=0o666)
+        cgroups = self._cgroups()
+        services = Services(s, self.store, UserLog(s.logs, s.log_rotation, s.log_retention), Reaper(), cgroups,
+                            events_path)
+        self.scheduler = Scheduler(services, lambda: self.registry)
+        self.scheduler.recover()
+        sockets = systemd.listen_sockets() or [bind_unix(s.socket, s.socket_group)]
+        server = _Server(uvicorn.Config(create_app(self), http=PeerCredProtocol, lifespan="off", log_config=None,
+                                        access_log=False, timeout_graceful_shutdown=1))
+        logger.info("runspace daemon {} listening on {} (cgroups: {})", os.getpid(), s.socket,
+                    cgroups.root if cgroups else "off")
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(services.reaper.run)
+                tg.start_soon(self.scheduler.run)
+                tg.start_soon(self._receive_events, events)
+                tg.start_soon(self._handle_signals, server)
+                tg.start_soon(self._announce_ready, server)
+                tg.start_soon(self._serve_then_stop, server, sockets, tg.cancel_scope)
+        finally:
+            for sock in sockets:
+                remove_socket_file(sock)
+            if cgroups:
+                cgroups.close()
+            self.store.close()
+        logger.info("daemon stopped; running jobs keep running and will be re-adopted")
+
+    async def _serve_then_stop(self, server: uvicorn.Server, sockets: list, scope: CancelScope) -> None:
+        await server.serve(sockets=sockets)
+        scope.cancel()
+
+    async def _announce_ready(self, server: uvicorn.Server) -> None:
+        while not server.started:
+            await anyio.sleep(0.01)
+        systemd.notify("READY=1\nSTATUS=accepting jobs")
+        interval = systemd.watchdog_interval()
+        while interval:
+            systemd.notify("WATCHDOG=1")
+            await anyio.sleep(interval)
+
+    async def _handle_signals(self, server: uvicorn.Server) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    self.reload_jobs()
+                    continue
+                logger.info("{}: draining; running jobs are left running", signal.Signals(signum).name)
+                self.draining = True
+                systemd.notify("STOPPING=1\nSTATUS=draining")
+                server.should_exit = True
+
+    async def _receive_events(self, events) -> None:
+        async with events:
+            async for packet, _ in events:
+                try:
+                    report = json.loads(packet)
+                    self.scheduler.on_progress(str(report["id"]), float(report["progress"]),
+                                               report.get("total"), report.get("message"))
+                except (ValueError, KeyError, TypeError):
+                    logger.debug("ignored a malformed progress report")
+
+
+def run_daemon(settings: Settings, debug: bool = False) -> None:
+    setup_logging(debug)
+    anyio.run(Daemon(settings).serve)
+
+

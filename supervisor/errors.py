@@ -1,0 +1,68 @@
+"""The one error hierarchy. The API maps it to problem+json, the CLI to a message and exit code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class FieldError:
+    loc: list[str | int]
+    msg: str
+
+
+@dataclass
+class RunspaceError(Exception):
+    detail: str
+    errors: list[FieldError] = field(default_factory=list)
+
+    status = 500
+    title = "Internal error"
+    slug = "internal"
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+class InvalidParams(RunspaceError):
+    status, title, slug = 400, "Invalid request", "invalid-params"
+
+
+class NotAuthenticated(RunspaceError):
+    status, title, slug = 401, "Not authenticated", "not-authenticated"
+
+
+class NotAllowed(RunspaceError):
+    status, title, slug = 403, "Not allowed", "not-allowed"
+
+
+class NotFound(RunspaceError):
+    status, title, slug = 404, "Not found", "not-found"
+
+
+class UnknownJob(NotFound):
+    title, slug = "Unknown job type", "unknown-job"
+
+
+class Conflict(RunspaceError):
+    status, title, slug = 409, "Conflict", "conflict"
+
+
+class QueueFull(RunspaceError):
+    status, title, slug = 429, "Queue full", "queue-full"
+
+
+class Draining(RunspaceError):
+    status, title, slug = 503, "Daemon is draining", "draining"
+
+
+class DaemonUnreachable(RunspaceError):
+    title, slug = "Daemon unreachable", "unreachable"
+
+
+def errors_from_pydantic(exc: Exception, prefix: tuple[str | int, ...] = ()) -> list[FieldError]:
+    """Turn a pydantic ValidationError into field errors, keeping the path to each bad field."""
+    return [
+        FieldError(loc=[*prefix, *err["loc"]], msg=err["msg"])
+        for err in exc.errors()  # type: ignore[attr-defined]
+    ]

@@ -1,0 +1,172 @@
+"""Job states, the stored job record and the status object the API and CLI show."""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{20}$")
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    HUNG = "hung"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+
+    @property
+    def done(self) -> bool:
+        return self not in (JobState.QUEUED, JobState.RUNNING)
+
+
+class KillReason(enum.StrEnum):
+    TIMEOUT = "timeout"
+    HUNG = "hung"
+    CANCELLED = "cancelled"
+    MEMORY = "memory"
+    DAEMON_LOST = "daemon_lost"
+
+
+def new_job_id() -> str:
+    """Time-ordered hex id: 12 hex digits of milliseconds, 8 random. Safe to use in paths."""
+    return f"{int(time.time() * 1000):012x}{os.urandom(4).hex()}"
+
+
+def is_job_id(value: str) -> bool:
+    return bool(JOB_ID_PATTERN.match(value))
+
+
+def rfc3339(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class JobRecord:
+    """One job as the store keeps it. Times are epoch seconds."""
+
+    id: str
+    job: str
+    params: dict[str, Any]
+    requestor: str
+    log_user: str
+    state: JobState = JobState.QUEUED
+    priority: int = 0
+    concurrency_key: str | None = None
+    batch_id: str | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    attempt: int = 0
+    max_attempts: int = 1
+    result: Any = None
+    error_type: str | None = None
+    error_message: str | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str | None = None
+    killed_at: float | None = None
+    progress: float | None = None
+    total: float | None = None
+    message: str | None = None
+    pid: int | None = None
+    pid_started: float | None = None
+    processed_by: str | None = None
+    requested_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float = field(default_factory=time.time)
+    not_before: float = 0.0
+    seq: int | None = None
+
+    @property
+    def location(self) -> str:
+        return f"/v1/jobs/{self.id}"
+
+
+class JobError(BaseModel):
+    type: str
+    message: str
+
+
+class JobStatus(BaseModel):
+    """The status object of CONTRACT §5."""
+
+    id: str
+    job: str
+    params: dict[str, Any]
+    state: JobState
+    done: bool
+    cancelled: bool
+    succeeded: bool
+    result: Any = None
+    error: JobError | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str | None = None
+    killed_at: str | None = None
+    progress: float | None = None
+    total: float | None = None
+    percent_complete: float | None = None
+    message: str | None = None
+    requestor: str
+    log_user: str
+    batch_id: str | None = None
+    priority: int = 0
+    attempt: int
+    pid: int | None = None
+    processed_by: str | None = None
+    requested_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    updated_at: str
+    location: str
+
+    @classmethod
+    def of(cls, rec: JobRecord) -> JobStatus:
+        percent = None
+        if rec.total:
+            percent = round(100.0 * (rec.progress or 0) / rec.total, 1)
+        error = JobError(type=rec.error_type, message=rec.error_message or "") if rec.error_type else None
+        return cls(
+            id=rec.id,
+            job=rec.job,
+            params=rec.params,
+            state=rec.state,
+            done=rec.state.done,
+            cancelled=rec.state == JobState.CANCELLED,
+            succeeded=rec.state == JobState.SUCCEEDED,
+            result=rec.result,
+            error=error,
+            exit_code=rec.exit_code,
+            signal=rec.signal,
+            reason=rec.reason,
+            killed_at=rfc3339(rec.killed_at),
+            progress=rec.progress,
+            total=rec.total,
+            percent_complete=percent,
+            message=rec.message,
+            requestor=rec.requestor,
+            log_user=rec.log_user,
+            batch_id=rec.batch_id,
+            priority=rec.priority,
+            attempt=rec.attempt,
+            pid=rec.pid,
+            processed_by=rec.processed_by,
+            requested_at=rfc3339(rec.requested_at) or "",
+            started_at=rfc3339(rec.started_at),
+            finished_at=rfc3339(rec.finished_at),
+            updated_at=rfc3339(rec.updated_at) or "",
+            location=rec.location,
+        )

@@ -1,0 +1,194 @@
+"""The @job and @command_job decorators, and discovery of job modules in directories."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal, get_type_hints
+
+from pydantic import BaseModel
+
+from supervisor.errors import InvalidParams, UnknownJob, errors_from_pydantic
+
+JOB_ATTR = "__runspace_job__"
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+
+
+def parse_size(value: int | str | None) -> int | None:
+    """`512M`, `2G`, `1048576` → bytes."""
+    if value is None or isinstance(value, int):
+        return value
+    text = value.strip().upper().removesuffix("B").removesuffix("I")
+    unit = text[-1] if text and text[-1] in _SIZE_UNITS else ""
+    return int(float(text[: len(text) - len(unit)]) * _SIZE_UNITS[unit])
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    timeout: float | None = None
+    idle_timeout: float | None = None
+    kill_grace: float | None = None
+    max_memory: int | None = None
+    concurrency: int | None = None
+    concurrency_key: str | None = None
+    retries: int = 0
+    retry_backoff: float = 1.0
+    log_user: str | None = None
+    priority: int = 0
+    run_as: str | None = None
+    allow_root: bool = False
+
+
+@dataclass(frozen=True)
+class JobType:
+    name: str
+    func: Callable[..., Any]
+    params_model: type[BaseModel]
+    options: JobOptions
+    description: str
+    kind: Literal["python", "command"]
+    module_path: Path | None = None
+
+    def validate(self, params: Any, loc: tuple[str | int, ...] = ("params",)) -> BaseModel:
+        from pydantic import ValidationError
+
+        try:
+            return self.params_model.model_validate(params if params is not None else {})
+        except ValidationError as exc:
+            raise InvalidParams(
+                f"params are not valid for job {self.name!r}", errors_from_pydantic(exc, loc)
+            ) from None
+
+    def describe(self) -> dict[str, Any]:
+        opts = {k: v for k, v in self.options.__dict__.items() if v not in (None, False)}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "kind": self.kind,
+            "options": opts,
+            "params_schema": self.params_model.model_json_schema(),
+            "module": str(self.module_path) if self.module_path else None,
+        }
+
+
+def _params_model_of(func: Callable[..., Any]) -> type[BaseModel]:
+    hints = get_type_hints(func)
+    first = next(iter(inspect.signature(func).parameters), None)
+    model = hints.get(first) if first else None
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise TypeError(f"job {func.__name__}: first parameter must be annotated with a pydantic model")
+    return model
+
+
+def _decorator(kind: Literal["python", "command"], name: str | None, options: dict[str, Any]):
+    options["max_memory"] = parse_size(options.get("max_memory"))
+    opts = JobOptions(**options)
+
+    def register(func: Callable[..., Any]) -> Callable[..., Any]:
+        model = _params_model_of(func)
+        for opt in ("log_user", "concurrency_key"):
+            param = getattr(opts, opt)
+            if param is not None and param not in model.model_fields:
+                raise TypeError(f"job {func.__name__}: {opt}={param!r} is not a field of {model.__name__}")
+        doc = inspect.getdoc(func) or ""
+        setattr(func, JOB_ATTR, JobType(name or func.__name__, func, model, opts, doc, kind))
+        return func
+
+    return register
+
+
+def job(name: str | None = None, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a Python function as a job type. Options: see JobOptions (CONTRACT §3)."""
+    return _decorator("python", name, options)
+
+
+def command_job(name: str | None = None, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a function returning an argv list; the job runs that executable, never via a shell."""
+    return _decorator("command", name, options)
+
+
+@dataclass(frozen=True)
+class BrokenModule:
+    path: Path
+    error: str
+    traceback: str
+
+
+@dataclass
+class Registry:
+    types: dict[str, JobType] = field(default_factory=dict)
+    broken: list[BrokenModule] = field(default_factory=list)
+
+    def get(self, name: str) -> JobType:
+        try:
+            return self.types[name]
+        except KeyError:
+            raise UnknownJob(f"no job type named {name!r}; `runspace jobs` lists them") from None
+
+
+def import_module_file(path: Path) -> ModuleType:
+    """Import one job module by path under a name unique to that path."""
+    mod_name = "runspace_jobs." + "_".join(path.with_suffix("").parts[1:]).replace("-", "_").replace(".", "_")
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(mod_name, None)
+        raise
+    return module
+
+
+def job_types_in(module: ModuleType, path: Path) -> list[JobType]:
+    found = []
+    for value in vars(module).values():
+        jt = getattr(value, JOB_ATTR, None)
+        if isinstance(jt, JobType) and value.__module__ == module.__name__:
+            found.append(JobType(**{**jt.__dict__, "module_path": path}))
+    return found
+
+
+def module_files(dirs: Iterable[Path]) -> list[Path]:
+    files = []
+    for d in dirs:
+        if d.is_dir():
+            files.extend(sorted(p for p in d.glob("*.py") if not p.name.startswith("_")))
+    return files
+
+
+def load_registry(dirs: Iterable[Path], check: Callable[[Path], None] | None = None) -> Registry:
+    """Import every module; a module that fails is recorded as broken, the rest still load."""
+    registry = Registry()
+    for path in module_files(dirs):
+        try:
+            if check is not None:
+                check(path)
+            types = job_types_in(import_module_file(path), path)
+        except Exception as exc:
+            tb = traceback.format_exc()
+            registry.broken.append(BrokenModule(path, f"{type(exc).__name__}: {exc}", tb))
+            continue
+        for jt in types:
+            if jt.name in registry.types:
+                other = registry.types[jt.name].module_path
+                registry.broken.append(BrokenModule(path, f"job {jt.name!r} already defined in {other}", ""))
+                continue
+            registry.types[jt.name] = jt
+    return registry
+
+
+def load_job_type(path: Path, name: str) -> JobType:
+    """Used inside a job process: import only the module that defines `name`."""
+    for jt in job_types_in(import_module_file(path), path):
+        if jt.name == name:
+            return jt
+    raise UnknownJob(f"job {name!r} is no longer defined in {path}")

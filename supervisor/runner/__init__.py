@@ -1,0 +1,1 @@
+"""Running job processes: launch, watch, kill, reap, re-adopt."""

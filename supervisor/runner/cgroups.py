@@ -1,0 +1,76 @@
+"""Per-job cgroup v2 directories, used where a writable (delegated) cgroup v2 tree exists."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+
+def _cgroup2_mount() -> Path | None:
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            _, mountpoint, fstype, *_ = line.split()
+            if fstype == "cgroup2":
+                return Path(mountpoint)
+    return None
+
+
+def _own_cgroup() -> str:
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            if line.startswith("0::"):
+                return line[3:].strip()
+    return "/"
+
+
+def detect_cgroup_root(name: str) -> Path | None:
+    """`<our cgroup>/<name>` when we may create cgroups there and cgroup.kill exists (Linux ≥ 5.14)."""
+    mount = _cgroup2_mount()
+    if mount is None:
+        return None
+    base = mount / _own_cgroup().lstrip("/")
+    root = base / name
+    try:
+        root.mkdir(exist_ok=True)
+    except OSError:
+        return None
+    return root if (root / "cgroup.kill").exists() and os.access(root / "cgroup.procs", os.W_OK) else None
+
+
+class JobCgroups:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, job_id: str) -> Path:
+        return self.root / job_id
+
+    def create(self, job_id: str) -> Path:
+        path = self.path(job_id)
+        path.mkdir(exist_ok=True)
+        return path
+
+    def remove(self, job_id: str) -> None:
+        with contextlib.suppress(OSError):
+            self.path(job_id).rmdir()
+
+    def close(self) -> None:
+        """Remove our root cgroup if no job cgroup is left in it (they outlive the daemon otherwise)."""
+        with contextlib.suppress(OSError):
+            self.root.rmdir()
+
+
+def add_pid(cgroup: Path, pid: int) -> None:
+    (cgroup / "cgroup.procs").write_text(str(pid))
+
+
+def cgroup_pids(cgroup: Path) -> list[int]:
+    try:
+        return [int(line) for line in (cgroup / "cgroup.procs").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def cgroup_kill(cgroup: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (cgroup / "cgroup.kill").write_text("1")

@@ -1,0 +1,63 @@
+"""Learn when job processes end: SIGCHLD for our children, pidfd for re-adopted ones."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+from collections.abc import Callable
+
+import anyio
+
+ExitCallback = Callable[[int | None], None]  # raw wait status, or None when not our child
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Orphaned job descendants are re-parented to us instead of init, so we reap them."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+class Reaper:
+    def __init__(self) -> None:
+        self._children: dict[int, ExitCallback] = {}
+
+    def watch_child(self, pid: int, on_exit: ExitCallback) -> None:
+        self._children[pid] = on_exit
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            callback = self._children.pop(pid, None)
+            if callback is not None:  # else an orphan re-parented to us: reaping it is all
+                callback(status)
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._on_signals)
+            while True:  # signals coalesce and can race start-up; a slow sweep catches the rest
+                self.reap()
+                await anyio.sleep(1.0)
+
+    async def _on_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGCHLD) as signals:
+            async for _ in signals:
+                self.reap()
+
+
+async def wait_adopted(pidfd: int, on_exit: ExitCallback) -> None:
+    """Wait for a process that is not our child (adopted after a daemon restart)."""
+    try:
+        await anyio.wait_readable(pidfd)
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(pidfd)
+    on_exit(None)

@@ -1,0 +1,173 @@
+"""Watch one running job until it ends: enforce timeout, idle timeout, memory limit and cancel."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from supervisor.logs import job_log_path
+from supervisor.models import JobRecord, JobState, KillReason
+from supervisor.runner.files import RunFiles, read_json
+from supervisor.runner.kill import kill_tree
+from supervisor.runner.tree import JobTree, tree_rss
+
+_REASON_STATE = {
+    KillReason.TIMEOUT: JobState.TIMED_OUT,
+    KillReason.HUNG: JobState.HUNG,
+    KillReason.CANCELLED: JobState.CANCELLED,
+    KillReason.MEMORY: JobState.FAILED,
+}
+_EXIT_WAIT = 5.0  # after the tree is gone, the leader's exit is reported within this
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout: float
+    idle_timeout: float | None
+    max_memory: int | None
+    kill_grace: float
+
+
+@dataclass
+class Outcome:
+    state: JobState
+    result: Any = None
+    error_type: str | None = None
+    error_message: str | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str | None = None
+    killed_at: float | None = None
+
+
+@dataclass
+class RunningJob:
+    rec: JobRecord
+    tree: JobTree
+    files: RunFiles
+    limits: Limits
+    log_dir: Any
+    exited: bool = False
+    exit_status: int | None = None  # raw wait status; None when the job was not our child
+    kill_reason: KillReason | None = None
+    kill_signal: int | None = None
+    killed_at: float | None = None
+    cancel_requested: bool = False
+    last_progress: float = 0.0
+    _attention: anyio.Event = field(default_factory=anyio.Event)
+
+    def on_exit(self, status: int | None) -> None:
+        self.exited, self.exit_status = True, status
+        self._attention.set()
+
+    def request_cancel(self) -> None:
+        self.cancel_requested = True
+        self._attention.set()
+
+    async def nap(self, seconds: float) -> None:
+        with anyio.move_on_after(seconds):
+            await self._attention.wait()
+        if self._attention.is_set():
+            self._attention = anyio.Event()
+
+    def last_activity(self) -> float:
+        times = [self.rec.started_at or 0.0, self.last_progress]
+        for path in (job_log_path(self.log_dir, self.rec.id), self.files.progress):
+            with contextlib.suppress(OSError):
+                times.append(path.stat().st_mtime)
+        return max(times)
+
+    def due_kill(self, now: float) -> KillReason | None:
+        if self.cancel_requested:
+            return KillReason.CANCELLED
+        if now >= (self.rec.started_at or now) + self.limits.timeout:
+            return KillReason.TIMEOUT
+        if self.limits.idle_timeout and now - self.last_activity() >= self.limits.idle_timeout:
+            return KillReason.HUNG
+        if self.limits.max_memory and tree_rss(self.tree) > self.limits.max_memory:
+            return KillReason.MEMORY
+        return None
+
+    def next_check_in(self, now: float) -> float:
+        until_timeout = (self.rec.started_at or now) + self.limits.timeout - now
+        if self.limits.idle_timeout or self.limits.max_memory:
+            return max(min(until_timeout, 0.5), 0.0)
+        return max(until_timeout, 0.0)
+
+
+async def supervise(run: RunningJob) -> Outcome:
+    while not run.exited:
+        reason = run.due_kill(time.time())
+        if reason is not None:
+            await _kill(run, reason)
+            break
+        await run.nap(run.next_check_in(time.time()))
+    with anyio.move_on_after(_EXIT_WAIT):
+        while not run.exited:
+            await run.nap(0.05)
+    # The leader is gone: whatever of the job is left (daemonised grandchildren) goes too.
+    await kill_tree(run.tree, run.limits.kill_grace)
+    return outcome_of(run)
+
+
+async def _kill(run: RunningJob, reason: KillReason) -> None:
+    run.kill_reason, run.killed_at = reason, time.time()
+    run.kill_signal = await kill_tree(run.tree, run.limits.kill_grace)
+
+
+def _kill_message(run: RunningJob) -> str:
+    limits = run.limits
+    return {
+        KillReason.TIMEOUT: f"exceeded its timeout of {limits.timeout:g} s",
+        KillReason.HUNG: f"no output or progress for {limits.idle_timeout or 0:g} s",
+        KillReason.CANCELLED: "cancelled on request",
+        KillReason.MEMORY: f"memory of its process tree exceeded max_memory ({limits.max_memory} bytes)",
+    }[run.kill_reason]  # type: ignore[index]
+
+
+def _status_fields(status: int | None) -> tuple[int | None, int | None]:
+    if status is None:
+        return None, None
+    code = os.waitstatus_to_exitcode(status)
+    return (None, -code) if code < 0 else (code, None)
+
+
+def outcome_of(run: RunningJob) -> Outcome:
+    report = read_json(run.files.result)
+    exit_code, sig = _status_fields(run.exit_status)
+    if report is not None:
+        error = report.get("error") or {}
+        return Outcome(
+            state=JobState(report["state"]),
+            result=report.get("result"),
+            error_type=error.get("type"),
+            error_message=error.get("message"),
+            exit_code=report.get("exit_code"),
+            signal=report.get("signal"),
+            reason=run.kill_reason.value if run.kill_reason else None,
+            killed_at=run.killed_at,
+        )
+    if run.kill_reason is not None:
+        kind = "MemoryLimit" if run.kill_reason == KillReason.MEMORY else run.kill_reason.name.title()
+        return Outcome(
+            state=_REASON_STATE[run.kill_reason],
+            error_type=kind.replace("_", ""),
+            error_message=f"{run.rec.job} {_kill_message(run)}",
+            exit_code=exit_code,
+            signal=sig or run.kill_signal,
+            reason=run.kill_reason.value,
+            killed_at=run.killed_at,
+        )
+    if run.exit_status is not None:
+        how = f"signal {signal.Signals(sig).name}" if sig else f"exit code {exit_code}"
+        return Outcome(JobState.FAILED, error_type="ProcessDied",
+                       error_message=f"the job process ended with {how} before reporting a result",
+                       exit_code=exit_code, signal=sig)
+    return Outcome(JobState.LOST, error_type="Lost", reason=KillReason.DAEMON_LOST.value,
+                   error_message="the job process ended while the daemon was down and left no result")

@@ -1,0 +1,132 @@
+"""Typed settings: env `RUNSPACE_*`, then a TOML file, then defaults. The only place env is read."""
+
+from __future__ import annotations
+
+import os
+from socket import gethostname
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+REPO_JOBS_DIR = Path(__file__).resolve().parent.parent / "jobs"
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _default_socket() -> Path:
+    if _is_root():
+        return Path("/run/runspace/runspace.sock")
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    base = Path(runtime) if runtime else Path(f"/tmp/runspace-{os.getuid()}")
+    return base / "runspace.sock"
+
+
+def _default_state_dir() -> Path:
+    if _is_root():
+        return Path("/var/lib/runspace")
+    return Path.home() / ".local/state/runspace"
+
+
+def default_config_file() -> Path | None:
+    explicit = os.environ.get("RUNSPACE_CONFIG")
+    if explicit:
+        return Path(explicit)
+    return Path("/etc/runspace/config.toml") if _is_root() else None
+
+
+class Settings(BaseSettings):
+    """Every knob of a deployment. Env names are `RUNSPACE_<FIELD>` (e.g. RUNSPACE_SOCKET)."""
+
+    model_config = SettingsConfigDict(env_prefix="RUNSPACE_", extra="ignore")
+
+    socket: Path = Field(default_factory=_default_socket, description="Unix socket path the daemon listens on.")
+    state_dir: Path = Field(default_factory=_default_state_dir, description="Database and per-job run files.")
+    log_dir: Path | None = Field(None, description="Job and user logs (default: <state_dir>/logs, /var/log/runspace as root).")
+    jobs_path: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="Extra job module directories, ':'-separated; jobs/ is always loaded."
+    )
+    max_concurrency: int = Field(8, ge=1, description="Jobs running at once on this host.")
+    max_queue: int = Field(100_000, ge=1, description="Queued jobs accepted before 429.")
+    default_timeout: float = Field(3600.0, gt=0, description="Hard timeout (s) for types that declare none.")
+    kill_grace: float = Field(5.0, ge=0, description="Seconds between SIGTERM and SIGKILL.")
+    max_wait: float = Field(300.0, ge=0, description="Cap (s) on how long a request may wait for a result.")
+    allowed_users: CommaList = Field(default_factory=list, description="User names allowed to submit (comma-separated).")
+    allowed_groups: CommaList = Field(default_factory=list, description="Groups whose members may submit.")
+    admins: CommaList = Field(default_factory=list, description="User names that see and cancel every job.")
+    socket_group: str | None = Field(None, description="Group owning the socket (mode 0660).")
+    store: str | None = Field(None, description="Store URL: a SQLite path (default <state_dir>/runspace.db).")
+    host_id: str = Field(default_factory=gethostname, description="Name recorded in processed_by.")
+    log_rotation: str = Field("50 MB", description="When a user log rotates (loguru rotation).")
+    log_retention: str = Field("30 days", description="How long rotated user logs are kept (loguru retention).")
+    cgroup_root: Path | None = Field(
+        None, description="A delegated cgroup v2 directory for per-job cgroups (auto-detected when unset)."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = default_config_file()
+        if config_file is not None and config_file.exists():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @field_validator("allowed_users", "allowed_groups", "admins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("jobs_path", mode="before")
+    @classmethod
+    def _split_colons(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part for part in value.split(":") if part]
+        return value
+
+    @model_validator(mode="after")
+    def _derive_log_dir(self) -> Settings:
+        if self.log_dir is None:
+            self.log_dir = Path("/var/log/runspace") if _is_root() and self.state_dir == _default_state_dir() else self.state_dir / "logs"
+        return self
+
+    @property
+    def logs(self) -> Path:
+        assert self.log_dir is not None
+        return self.log_dir
+
+    @property
+    def job_dirs(self) -> list[Path]:
+        """`jobs/` of this checkout first, then the configured extra directories."""
+        dirs = [REPO_JOBS_DIR, *self.jobs_path]
+        return list(dict.fromkeys(d.resolve() for d in dirs))
+
+    @property
+    def store_url(self) -> str:
+        return self.store or str(self.state_dir / "runspace.db")
+
+
+def describe_settings() -> str:
+    """One line per setting, for `runspace daemon --help`."""
+    lines = []
+    for name, field in Settings.model_fields.items():
+        lines.append(f"RUNSPACE_{name.upper():<20} {field.description or ''}")
+    return "\n".join(lines)

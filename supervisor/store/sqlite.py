@@ -1,0 +1,147 @@
+"""SQLite store (WAL). Calls are short and synchronous; the daemon makes them from its event loop."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from supervisor.models import JobRecord, JobState
+from supervisor.store.base import JobFilter
+
+SCHEMA_VERSION = 1
+_FIELDS = [f.name for f in dataclasses.fields(JobRecord) if f.name != "seq"]
+_JSON_FIELDS = {"params", "result"}
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    {", ".join(f"{name} {'TEXT' if name in _JSON_FIELDS else ''}" for name in _FIELDS)},
+    UNIQUE (id)
+);
+CREATE INDEX IF NOT EXISTS jobs_requestor ON jobs (requestor, seq);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
+CREATE INDEX IF NOT EXISTS jobs_batch ON jobs (batch_id, seq);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idem ON jobs (requestor, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class SchemaTooNew(RuntimeError):
+    pass
+
+
+def _to_row(rec: JobRecord) -> list[Any]:
+    row = []
+    for name in _FIELDS:
+        value = getattr(rec, name)
+        row.append(json.dumps(value) if name in _JSON_FIELDS else value)
+    return row
+
+
+def _from_row(row: sqlite3.Row) -> JobRecord:
+    values = {name: row[name] for name in _FIELDS}
+    for name in _JSON_FIELDS:
+        values[name] = json.loads(values[name]) if values[name] is not None else None
+    values["state"] = JobState(values["state"])
+    return JobRecord(**values, seq=row["seq"])
+
+
+class SqliteStore:
+    def __init__(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        # WAL + NORMAL: a commit survives a crash of this process (kill -9), which is
+        # what "persisted before reported" needs; fsync per commit would cap throughput.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"the database has schema version {version}, this runspace knows up to {SCHEMA_VERSION}; upgrade runspace"
+            )
+        self._db.executescript(_SCHEMA)
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def insert(self, records: list[JobRecord]) -> None:
+        cols = ", ".join(_FIELDS)
+        marks = ", ".join("?" for _ in _FIELDS)
+        with self._transaction():
+            for rec in records:
+                cur = self._db.execute(f"INSERT INTO jobs ({cols}) VALUES ({marks})", _to_row(rec))
+                rec.seq = cur.lastrowid
+
+    def get(self, job_id: str) -> JobRecord | None:
+        row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _from_row(row) if row else None
+
+    def update(self, rec: JobRecord, *fields: str) -> None:
+        rec.updated_at = time.time()
+        names = [*fields, "updated_at"]
+        values = [json.dumps(getattr(rec, n)) if n in _JSON_FIELDS else getattr(rec, n) for n in names]
+        sets = ", ".join(f"{n} = ?" for n in names)
+        self._db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", [*values, rec.id])
+
+    def list(self, flt: JobFilter, limit: int, cursor: int | None) -> tuple[list[JobRecord], int | None]:
+        where, args = [], []
+        for column in ("requestor", "state", "job", "batch_id"):
+            value = getattr(flt, column)
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(str(value))
+        if cursor is not None:
+            where.append("seq < ?")
+            args.append(cursor)
+        sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
+        rows = self._db.execute(sql + " ORDER BY seq DESC LIMIT ?", [*args, limit + 1]).fetchall()
+        records = [_from_row(r) for r in rows[:limit]]
+        next_cursor = records[-1].seq if len(rows) > limit else None
+        return records, next_cursor
+
+    def in_states(self, *states: JobState) -> list[JobRecord]:
+        marks = ", ".join("?" for _ in states)
+        rows = self._db.execute(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY seq", [str(s) for s in states])
+        return [_from_row(r) for r in rows]
+
+    def find_idempotent(self, requestor: str, key: str) -> JobRecord | None:
+        row = self._db.execute(
+            "SELECT * FROM jobs WHERE requestor = ? AND idempotency_key = ?", (requestor, key)
+        ).fetchone()
+        return _from_row(row) if row else None
+
+    def count_by_state(self) -> dict[tuple[str, str], int]:
+        rows = self._db.execute("SELECT job, state, COUNT(*) FROM jobs GROUP BY job, state")
+        return {(job, state): n for job, state, n in rows}
+
+    def bump_counter(self, name: str) -> int:
+        self._db.execute(
+            "INSERT INTO counters (name, value) VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET value = value + 1",
+            (name,),
+        )
+        return self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _transaction(self):
+        return _Tx(self._db)
+
+
+class _Tx:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, *_: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")

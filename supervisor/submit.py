@@ -1,0 +1,57 @@
+"""Turn a submission into a job record: validation happens here, before anything is stored."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from supervisor.logs import check_log_user
+from supervisor.models import JobRecord, new_job_id
+from supervisor.registry import Registry
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+
+
+class SubmitRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    job: str = Field(description="Job type name, as listed by GET /v1/jobtypes.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Parameters, validated by the type's model.")
+    wait: float | None = Field(None, ge=0, description="Seconds to wait for the result (200) before answering 202.")
+    priority: int | None = Field(None, description="Higher runs first; default from the job type.")
+    idempotency_key: str | None = Field(None, pattern=NAME_PATTERN, description="Resubmits with this key return the original job.")
+    batch_id: str | None = Field(None, pattern=NAME_PATTERN)
+
+
+def request_hash(job: str, params: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps([job, params], sort_keys=True).encode()).hexdigest()
+
+
+def build_record(
+    registry: Registry,
+    req: SubmitRequest,
+    requestor: str,
+    loc: tuple[str | int, ...] = (),
+) -> JobRecord:
+    jt = registry.get(req.job)
+    data = jt.validate(req.params, loc=(*loc, "params")).model_dump(mode="json")
+    opts = jt.options
+    log_user = requestor
+    if opts.log_user:
+        log_user = check_log_user(str(data[opts.log_user]), [*loc, "params", opts.log_user])
+    return JobRecord(
+        id=new_job_id(),
+        job=jt.name,
+        params=data,
+        requestor=requestor,
+        log_user=log_user,
+        priority=opts.priority if req.priority is None else req.priority,
+        concurrency_key=str(data[opts.concurrency_key]) if opts.concurrency_key else None,
+        batch_id=req.batch_id,
+        idempotency_key=req.idempotency_key,
+        request_hash=request_hash(jt.name, req.params) if req.idempotency_key else None,
+        max_attempts=1 + opts.retries,
+    )

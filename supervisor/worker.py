@@ -1,0 +1,160 @@
+"""Runs inside the job process: load the job type, validate, run it, write the result file.
+
+Started as `python -m supervisor.worker <run dir>` by the daemon (see runner/launch.py).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from supervisor.context import JobContext
+from supervisor.logs import append_line, job_line, user_line
+from supervisor.registry import JobType, load_job_type
+from supervisor.runner.files import RunFiles, read_json, write_json_atomic
+from supervisor.runner.identity import drop_privileges
+
+EXIT_ALREADY_STARTED = 75
+_PROGRESS_INTERVAL = 0.1  # at most ten progress reports a second reach the daemon
+
+
+class StampedStream(io.TextIOBase):
+    """Replaces sys.stdout/stderr: each complete line is written with a timestamp, in one write()."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._pending = ""
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._pending += text
+            *lines, self._pending = self._pending.split("\n")
+            if lines:
+                os.write(self._fd, "".join(job_line(line) for line in lines).encode("utf-8", "replace"))
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._pending:
+                os.write(self._fd, job_line(self._pending).encode("utf-8", "replace"))
+                self._pending = ""
+
+
+class FileReporter:
+    """ctx.log and ctx.progress for a job process: job log, user log, progress file, daemon ping."""
+
+    def __init__(self, spec: dict[str, Any], files: RunFiles) -> None:
+        self._spec = spec
+        self._files = files
+        self._user_log = Path(spec["user_log"])
+        self._events = spec.get("events_socket")
+        self._last_sent = 0.0
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.setblocking(False)
+
+    def log(self, text: str) -> None:
+        sys.stdout.flush()
+        os.write(1, job_line(text).encode("utf-8", "replace"))
+        self._user(text)
+
+    def progress(self, done: float, total: float | None, message: str | None) -> None:
+        now = time.monotonic()
+        final = total is not None and done >= total
+        if message:
+            self._user(f"progress {done:g}/{total:g}: {message}" if total else f"progress {done:g}: {message}")
+        if not final and not message and now - self._last_sent < _PROGRESS_INTERVAL:
+            return
+        self._last_sent = now
+        report = {"id": self._spec["id"], "progress": done, "total": total, "message": message}
+        write_json_atomic(self._files.progress, report)
+        if self._events:
+            try:
+                self._sock.sendto(json.dumps(report).encode(), self._events)
+            except OSError:
+                pass  # the daemon is down or busy: it reads progress.json when it looks
+
+    def _user(self, text: str) -> None:
+        try:
+            append_line(self._user_log, user_line(self._spec["id"], self._spec["job"], text))
+        except OSError as exc:
+            os.write(2, job_line(f"runspace: cannot write user log: {exc}").encode())
+
+
+def run_python(jt: JobType, params: Any, ctx: JobContext) -> dict[str, Any]:
+    result = jt.func(params, ctx)
+    json.dumps(result)  # fail here, as the job's error, if the result cannot be stored
+    return {"state": "succeeded", "result": result, "exit_code": 0}
+
+
+def run_job(jt: JobType, spec: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    from supervisor.command import run_command
+
+    try:
+        params = jt.validate(spec["params"])
+        if jt.kind == "command":
+            return run_command(jt.func(params, ctx), ctx, cwd=Path(spec["tmpdir"]))
+        return run_python(jt, params, ctx)
+    except Exception as exc:
+        traceback.print_exc()
+        return {
+            "state": "failed",
+            "error": {"type": type(exc).__name__, "message": str(exc)},
+            "exit_code": 1,
+        }
+
+
+def claim_start(files: RunFiles) -> bool:
+    """The run-once guard: only the first process to create `started` may run the job."""
+    try:
+        os.close(os.open(files.started, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        return True
+    except FileExistsError:
+        return False
+
+
+def join_cgroup(path: str | None) -> None:
+    if path:
+        try:
+            Path(path, "cgroup.procs").write_text(str(os.getpid()))
+        except OSError as exc:
+            print(f"runspace: could not join cgroup {path}: {exc}", file=sys.stderr)
+
+
+def main() -> None:
+    files = RunFiles(Path(sys.argv[1]))
+    spec = read_json(files.spec)
+    join_cgroup(spec.get("cgroup"))
+    if not claim_start(files):
+        sys.exit(EXIT_ALREADY_STARTED)
+    drop_privileges(spec.get("run_as_uid"), spec.get("run_as_gid"), spec.get("run_as_name"))
+    os.chdir(spec["tmpdir"])
+    sys.stdout = StampedStream(1)
+    sys.stderr = StampedStream(2)
+    reporter = FileReporter(spec, files)
+    ctx = JobContext(spec["id"], spec["job"], spec["requestor"], spec["log_user"], Path(spec["tmpdir"]), reporter)
+    try:
+        jt = load_job_type(Path(spec["module"]), spec["job"])
+        outcome = run_job(jt, spec, ctx)
+    except Exception as exc:  # the module itself failed to import
+        traceback.print_exc()
+        outcome = {"state": "failed", "error": {"type": type(exc).__name__, "message": str(exc)}, "exit_code": 1}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    write_json_atomic(files.result, outcome)
+    os._exit(0 if outcome["state"] == "succeeded" else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Fixtures: a real daemon on a temporary socket, a client, and a check that no job process leaks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from supervisor.client import Client
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_JOBS = Path(__file__).resolve().parent / "jobs"
+TEST_MARKER = "RUNSPACE_TEST_MARKER"
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = "") -> Any:
+    """Poll `predicate` until it returns something truthy; fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def marked_processes(marker: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != os.getpid() and proc.environ().get(TEST_MARKER) == marker \
+                    and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+class DaemonProcess:
+    """One `runspace daemon` subprocess on a private socket and state dir."""
+
+    def __init__(self, base: Path, marker: str, env: dict[str, str]) -> None:
+        self.base = base
+        self.socket = base / "runspace.sock"
+        self.state_dir = base / "state"
+        self.log_dir = self.state_dir / "logs"
+        self.marker = marker
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "RUNSPACE_SOCKET": str(self.socket),
+            "RUNSPACE_STATE_DIR": str(self.state_dir),
+            "RUNSPACE_JOBS_PATH": str(TEST_JOBS),
+            "RUNSPACE_DEMO_ROOT": str(base / "demo"),
+            "RUNSPACE_KILL_GRACE": "1",
+            TEST_MARKER: marker,
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client = Client(self.socket)
+
+    def start(self, timeout: float = 20.0) -> DaemonProcess:
+        stderr = open(self.base / "daemon.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "supervisor", "daemon", "--debug"],
+                                     env=self.env, stdout=stderr, stderr=stderr, cwd=self.base)
+        stderr.close()
+
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                pytest.fail(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                return self.client.request("GET", "/healthz").status_code == 200
+            except Exception:
+                return False
+
+        wait_until(ready, timeout, what="daemon to answer /healthz")
+        return self
+
+    def log(self) -> str:
+        return (self.base / "daemon.log").read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def kill9(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def cli(self, *args: str, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "supervisor", *args], env=self.env, input=input,
+                              capture_output=True, text=True, timeout=timeout, cwd=self.base)
+
+    # conveniences for tests
+    def submit(self, job: str, params: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+        _, status = self.client.submit(job, params or {}, **extra)
+        return status
+
+    def wait(self, job_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        status = self.client.wait(job_id, timeout=timeout)
+        assert status["done"], f"job {job_id} not done after {timeout} s: {status}"
+        return status
+
+
+@pytest.fixture
+def make_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
+    """Start daemons on demand; at teardown, cancel what still runs, stop them, and fail on leaks."""
+    marker = uuid.uuid4().hex
+    daemons: list[DaemonProcess] = []
+
+    def make(base: Path | None = None, **env: str) -> DaemonProcess:
+        base = base or tmp_path / f"d{len(daemons)}"
+        base.mkdir(parents=True, exist_ok=True)
+        d = DaemonProcess(base, marker, env)
+        daemons.append(d)
+        return d.start()
+
+    yield make
+
+    for d in daemons:
+        if d.proc is not None and d.proc.poll() is None:
+            _cancel_unfinished(d)
+        d.stop()
+    leaked = marked_processes(marker)
+    for proc in leaked:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    assert not leaked, f"job processes outlived the test: {[(p.pid, p.cmdline()) for p in leaked]}"
+
+
+def _cancel_unfinished(d: DaemonProcess) -> None:
+    try:
+        for state in ("running", "queued"):
+            for item in d.client.list(state=state, limit=1000)["items"]:
+                try:
+                    d.client.cancel(item["id"])
+                except Exception:
+                    pass
+    except Exception:
+        pass
+
+
+@pytest.fixture
+def daemon(make_daemon: Callable[..., DaemonProcess]) -> DaemonProcess:
+    return make_daemon()
+
+
+@pytest.fixture
+def client(daemon: DaemonProcess) -> Client:
+    return daemon.client

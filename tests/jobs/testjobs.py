@@ -1,0 +1,219 @@
+"""Job types used by the test suite (loaded through RUNSPACE_JOBS_PATH)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from supervisor import JobContext, command_job, job
+
+
+class Value(BaseModel):
+    value: int | str | list | dict | None = None
+    delay: float = 0.0
+
+
+@job()
+def echo(params: Value, ctx: JobContext) -> dict:
+    """Returns its value (after an optional delay)."""
+    time.sleep(params.delay)
+    return {"value": params.value, "job_id": ctx.job_id, "requestor": ctx.requestor, "pid": os.getpid(),
+            "uid": os.getuid(), "tmpdir": str(ctx.tmpdir), "tmpdir_exists": ctx.tmpdir.is_dir()}
+
+
+class Sleep(BaseModel):
+    seconds: float = Field(ge=0)
+    output_every: float | None = None
+
+
+@job(timeout=60)
+def sleep(params: Sleep, ctx: JobContext) -> dict:
+    """Sleeps, optionally printing a line every `output_every` seconds."""
+    end = time.time() + params.seconds
+    while time.time() < end:
+        time.sleep(min(params.output_every or 0.05, max(end - time.time(), 0)))
+        if params.output_every:
+            print("tick", flush=True)
+    return {"slept": params.seconds}
+
+
+class Failure(BaseModel):
+    message: str = "boom"
+
+
+@job()
+def fail(params: Failure, ctx: JobContext) -> None:
+    """Raises ValueError(message)."""
+    ctx.log("about to fail")
+    raise ValueError(params.message)
+
+
+class Tree(BaseModel):
+    pidfile: str
+    seconds: float = 300.0
+
+
+@job(timeout=2, kill_grace=1)
+def spawn_tree(params: Tree, ctx: JobContext) -> None:
+    """Starts a setsid grandchild, a double-forked daemon and a SIGTERM-ignoring child, then waits."""
+    code = (
+        "import os, signal, sys, time\n"
+        "mode = sys.argv[1]\n"
+        "if mode == 'ignore': signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "if mode == 'setsid': os.setsid()\n"
+        "if mode == 'double' and os.fork() > 0: os._exit(0)\n"
+        "if mode == 'double': os.setsid()\n"
+        "open(sys.argv[2], 'a').write(f'{os.getpid()}\\n')\n"
+        "time.sleep(float(sys.argv[3]))\n"
+    )
+    for mode in ("ignore", "setsid", "double"):
+        subprocess.Popen([sys.executable, "-c", code, mode, params.pidfile, str(params.seconds)],
+                         start_new_session=(mode == "setsid"))
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        if Path(params.pidfile).exists() and len(Path(params.pidfile).read_text().split()) >= 3:
+            break
+        time.sleep(0.02)
+    print("tree started", flush=True)
+    time.sleep(params.seconds)
+
+
+class Leave(BaseModel):
+    pidfile: str
+
+
+@job()
+def leave_behind(params: Leave, ctx: JobContext) -> dict:
+    """Starts a background process and returns at once, leaving it behind."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
+    Path(params.pidfile).write_text(str(proc.pid))
+    return {"child": proc.pid}
+
+
+class Hang(BaseModel):
+    seconds: float = 300
+
+
+@job(idle_timeout=1, kill_grace=0.5)
+def hang(params: Hang, ctx: JobContext) -> None:
+    """Prints once, then goes silent: the idle timeout must call it hung."""
+    print("working...", flush=True)
+    time.sleep(params.seconds)
+
+
+class Hog(BaseModel):
+    megabytes: int = 300
+
+
+@job(max_memory="100M", kill_grace=0.5)
+def memory_hog(params: Hog, ctx: JobContext) -> None:
+    """Allocates more memory than its limit allows."""
+    blob = bytearray(params.megabytes * 1024 * 1024)
+    for i in range(0, len(blob), 4096):
+        blob[i] = 1
+    time.sleep(60)
+
+
+class Steps(BaseModel):
+    steps: int = 5
+    delay: float = 0.2
+
+
+@job()
+def steps(params: Steps, ctx: JobContext) -> dict:
+    """Reports progress step by step."""
+    for n in range(1, params.steps + 1):
+        time.sleep(params.delay)
+        ctx.progress(n, params.steps, f"step {n}")
+    return {"steps": params.steps}
+
+
+class Flaky(BaseModel):
+    counter: str
+    succeed_on: int = 3
+
+
+@job(retries=3, retry_backoff=0.2)
+def flaky(params: Flaky, ctx: JobContext) -> dict:
+    """Fails until its attempt number (counted in a file) reaches succeed_on."""
+    path = Path(params.counter)
+    attempt = int(path.read_text()) + 1 if path.exists() else 1
+    path.write_text(str(attempt))
+    with open(path.with_suffix(".times"), "a") as f:
+        f.write(f"{time.time()}\n")
+    if attempt < params.succeed_on:
+        raise RuntimeError(f"attempt {attempt} fails")
+    return {"attempts": attempt}
+
+
+class Keyed(BaseModel):
+    case: str
+    record: str
+    seconds: float = 0.3
+
+
+@job(concurrency_key="case")
+def keyed(params: Keyed, ctx: JobContext) -> dict:
+    """Appends start/end times to `record`; jobs with the same case must never overlap."""
+    with open(params.record, "a") as f:
+        f.write(f"{ctx.job_id} start {time.time()}\n")
+    time.sleep(params.seconds)
+    with open(params.record, "a") as f:
+        f.write(f"{ctx.job_id} end {time.time()}\n")
+    return {}
+
+
+class Tag(BaseModel):
+    tag: str
+    record: str
+
+
+@job()
+def record_order(params: Tag, ctx: JobContext) -> dict:
+    """Appends its tag to `record`: shows the order jobs started in."""
+    with open(params.record, "a") as f:
+        f.write(params.tag + "\n")
+    return {}
+
+
+class Who(BaseModel):
+    user: str
+    text: str = "hello"
+
+
+@job(log_user="user")
+def user_note(params: Who, ctx: JobContext) -> dict:
+    """Writes to the user's log."""
+    for i in range(20):
+        ctx.log(f"{params.text} {i}")
+    return {}
+
+
+class Exit(BaseModel):
+    code: int = 3
+
+
+@command_job()
+def exit_with(params: Exit, ctx: JobContext) -> list[str]:
+    """A command job exiting with a given code."""
+    return ["/bin/sh", "-c", f'echo "exiting {params.code}"; exit {params.code}']
+
+
+@command_job()
+def shell_progress(params: Steps, ctx: JobContext) -> list[str]:
+    """A command job reporting progress through the ::progress protocol."""
+    script = f'for i in $(seq 1 {params.steps}); do sleep {params.delay}; echo "::progress $i {params.steps} step $i"; done'
+    return ["/bin/sh", "-c", script]
+
+
+@job()
+def ignore_term(params: Sleep, ctx: JobContext) -> None:
+    """Ignores SIGTERM, so only SIGKILL ends it."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(params.seconds)

@@ -1,0 +1,143 @@
+"""Submitting jobs over the API: 202 vs 200, status fields, validation, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import httpx
+
+from tests.conftest import DaemonProcess
+
+
+def raw(daemon: DaemonProcess, method: str, path: str, **kwargs) -> httpx.Response:
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(daemon.socket)), base_url="http://x") as http:
+        return http.request(method, path, **kwargs)
+
+
+def test_submit_without_wait_answers_202_with_location(daemon: DaemonProcess) -> None:
+    resp = raw(daemon, "POST", "/v1/jobs", json={"job": "echo", "params": {"value": 1, "delay": 0.5}})
+    assert resp.status_code == 202
+    body = resp.json()
+    assert resp.headers["location"] == f"/v1/jobs/{body['id']}" == body["location"]
+    assert body["state"] in ("queued", "running") and body["done"] is False
+    final = daemon.wait(body["id"])
+    assert final["state"] == "succeeded" and final["result"]["value"] == 1
+
+
+def test_submit_with_wait_returns_200_and_result(daemon: DaemonProcess) -> None:
+    resp = raw(daemon, "POST", "/v1/jobs", json={"job": "echo", "params": {"value": "hi"}, "wait": 20})
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["state"] == "succeeded" and body["succeeded"] and body["done"]
+    assert body["result"]["value"] == "hi"
+    assert body["exit_code"] == 0 and body["attempt"] == 1
+
+
+def test_wait_as_query_and_prefer_header(daemon: DaemonProcess) -> None:
+    by_query = raw(daemon, "POST", "/v1/jobs?wait=20", json={"job": "echo", "params": {"value": 2}})
+    by_header = raw(daemon, "POST", "/v1/jobs", json={"job": "echo", "params": {"value": 3}},
+                    headers={"Prefer": "wait=20"})
+    assert by_query.status_code == 200 and by_query.json()["result"]["value"] == 2
+    assert by_header.status_code == 200 and by_header.json()["result"]["value"] == 3
+
+
+def test_wait_shorter_than_job_answers_202(daemon: DaemonProcess) -> None:
+    resp = raw(daemon, "POST", "/v1/jobs", json={"job": "sleep", "params": {"seconds": 3}, "wait": 0.3})
+    assert resp.status_code == 202
+    assert resp.json()["state"] in ("queued", "running")
+
+
+def test_status_object_has_contract_fields(daemon: DaemonProcess) -> None:
+    status = daemon.submit("echo", {"value": 5}, wait=20)
+    expected = {"id", "job", "params", "state", "done", "cancelled", "succeeded", "result", "error", "exit_code",
+                "signal", "progress", "total", "percent_complete", "message", "requestor", "log_user", "batch_id",
+                "attempt", "pid", "processed_by", "requested_at", "started_at", "finished_at", "updated_at",
+                "location"}
+    assert expected <= set(status)
+    again = daemon.client.status(status["id"])
+    assert again["result"] == status["result"]
+    assert again["requested_at"].endswith("Z") and again["finished_at"].endswith("Z")
+    assert again["processed_by"] and again["pid"] == status["result"]["pid"]
+
+
+def test_invalid_params_rejected_naming_the_field_and_nothing_queued(daemon: DaemonProcess) -> None:
+    before = daemon.client.list(limit=1000)["items"]
+    resp = raw(daemon, "POST", "/v1/jobs", json={"job": "sleep", "params": {"seconds": "soon"}})
+    assert resp.status_code == 400
+    assert resp.headers["content-type"].startswith("application/problem+json")
+    problem = resp.json()
+    assert {"type", "title", "status", "detail"} <= set(problem) and problem["status"] == 400
+    assert ["params", "seconds"] in [e["loc"] for e in problem["errors"]]
+    assert daemon.client.list(limit=1000)["items"] == before
+
+
+def test_malformed_json_is_400(daemon: DaemonProcess) -> None:
+    resp = raw(daemon, "POST", "/v1/jobs", content=b'{"job": "echo", ', headers={"content-type": "application/json"})
+    assert resp.status_code == 400
+    assert "JSON" in resp.json()["detail"]
+
+
+def test_unknown_job_is_404(daemon: DaemonProcess) -> None:
+    resp = raw(daemon, "POST", "/v1/jobs", json={"job": "no_such_job"})
+    assert resp.status_code == 404
+    assert "no_such_job" in resp.json()["detail"]
+
+
+def test_unknown_job_id_is_404(daemon: DaemonProcess) -> None:
+    for job_id in ("0123456789abcdef0123", "../../etc/passwd", "x"):
+        assert raw(daemon, "GET", f"/v1/jobs/{job_id}").status_code == 404
+
+
+def test_failing_job_records_error_type_and_message(daemon: DaemonProcess) -> None:
+    status = daemon.submit("fail", {"message": "disk on fire"}, wait=20)
+    assert status["state"] == "failed" and status["done"] and not status["succeeded"]
+    assert status["error"] == {"type": "ValueError", "message": "disk on fire"}
+    assert status["exit_code"] == 1
+    assert "ValueError: disk on fire" in daemon.client.log(status["id"])
+
+
+def test_command_job_exit_code_recorded(daemon: DaemonProcess) -> None:
+    status = daemon.submit("exit_with", {"code": 7}, wait=20)
+    assert status["state"] == "failed" and status["exit_code"] == 7
+    assert status["error"]["type"] == "CommandFailed"
+    assert "exiting 7" in daemon.client.log(status["id"])
+
+
+def test_curl_submit_as_in_readme(daemon: DaemonProcess) -> None:
+    out = subprocess.run(
+        ["curl", "-s", "--unix-socket", str(daemon.socket), "http://x/v1/jobs?wait=20",
+         "-d", '{"job": "echo", "params": {"value": "curl"}}'],
+        capture_output=True, text=True, timeout=30, check=True,
+    )
+    assert json.loads(out.stdout)["result"]["value"] == "curl"
+
+
+def test_list_paginates_newest_first_and_filters(daemon: DaemonProcess) -> None:
+    ids = [daemon.submit("echo", {"value": i}, wait=20)["id"] for i in range(5)]
+    failed = daemon.submit("fail", wait=20)["id"]
+    page1 = daemon.client.list(limit=3, job="echo")
+    assert [j["id"] for j in page1["items"]] == ids[::-1][:3]
+    page2 = daemon.client.list(limit=3, job="echo", cursor=page1["next_cursor"])
+    assert [j["id"] for j in page2["items"]] == ids[::-1][3:]
+    assert page2["next_cursor"] is None
+    assert [j["id"] for j in daemon.client.list(state="failed")["items"]] == [failed]
+
+
+def test_jobtypes_lists_schema_and_openapi_is_served(daemon: DaemonProcess) -> None:
+    types = {t["name"]: t for t in daemon.client.job_types()["items"]}
+    home = types["create_home_dir"]
+    assert home["params_schema"]["properties"]["username"]["pattern"]
+    assert home["options"]["timeout"] == 600 and home["options"]["log_user"] == "username"
+    spec = raw(daemon, "GET", "/openapi.json").json()
+    assert "/v1/jobs" in spec["paths"] and "/v1/jobs/{job_id}/cancel" in spec["paths"]
+
+
+def test_job_runs_in_own_session_with_private_tmpdir(daemon: DaemonProcess) -> None:
+    status = daemon.submit("echo", {"value": 0}, wait=20)
+    result = status["result"]
+    assert result["tmpdir_exists"] is True
+    assert result["job_id"] == status["id"]
+    from pathlib import Path
+
+    assert not Path(result["tmpdir"]).exists(), "the private tmp dir must be removed afterwards"

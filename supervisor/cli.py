@@ -51,6 +51,14 @@ def _client(ctx: click.Context):
     return Client(Path(socket_path))
 
 
+def _fast_client(ctx: click.Context):
+    """Stdlib-only client for one-shot reads: `runspace status ID` starts without importing httpx."""
+    from supervisor.fastclient import FastClient
+
+    socket_path = ctx.obj.get("socket") or _settings().socket
+    return FastClient(Path(socket_path))
+
+
 def parse_pairs(pairs: tuple[str, ...], params_file: str | None) -> dict[str, Any]:
     """`key=value` pairs: values stay strings (the params model coerces them), JSON for [..] and {..}."""
     params: dict[str, Any] = {}
@@ -165,7 +173,7 @@ def submit(ctx, job, pairs, params_file, wait, follow, priority, idempotency_key
 @click.pass_context
 def status(ctx, job_id, as_json) -> None:
     """Show a job's status."""
-    with _client(ctx) as client:
+    with _fast_client(ctx) as client:
         data = client.status(job_id)
     print_json(data) if as_json else print_status(data)
     sys.exit(state_exit_code(data))
@@ -180,7 +188,7 @@ def status(ctx, job_id, as_json) -> None:
 @click.pass_context
 def list_jobs(ctx, state, job, batch_id, limit, as_json) -> None:
     """List your jobs, newest first."""
-    with _client(ctx) as client:
+    with _fast_client(ctx) as client:
         page = client.list(state=state, job=job, batch_id=batch_id, limit=limit)
     if as_json:
         print_json(page)
@@ -226,9 +234,82 @@ def wait(ctx, job_id, timeout, as_json) -> None:
 @click.pass_context
 def cancel(ctx, job_id, as_json) -> None:
     """Cancel a queued or running job (its whole process tree is killed)."""
-    with _client(ctx) as client:
+    with _fast_client(ctx) as client:
         data = client.cancel(job_id)
     print_json(data) if as_json else print_status(data)
+
+
+def read_items(path: str) -> list[dict[str, Any]]:
+    """JSON Lines: one params object per line; blank lines are skipped."""
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    items = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidParams(f"--items {path} line {number}: not valid JSON: {exc}") from None
+        if not isinstance(item, dict):
+            raise InvalidParams(f"--items {path} line {number}: must be a JSON object (one item's params)")
+        items.append(item)
+    if not items:
+        raise InvalidParams(f"--items {path} holds no items")
+    return items
+
+
+@main.command()
+@click.argument("job")
+@click.option("--items", "items_file", required=True, metavar="FILE.jsonl|-", help="One params object per line.")
+@click.option("--callback", metavar="JOB", help="Job run once per ended item with "
+              "{success, errors, original_input, output, job_id, batch_id}.")
+@click.option("--batch-id", help="Your id for the batch; resubmitting the same batch returns it.")
+@click.option("--detach", is_flag=True, help="Print the batch id and return without following it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the batch summary as JSON.")
+@click.pass_context
+def batch(ctx, job, items_file, callback, batch_id, detach, as_json) -> None:
+    """Submit one JOB per line of FILE.jsonl as a batch and follow it with a progress bar.
+
+    Every item is validated first: one bad item and nothing is queued. Exit code 0 when
+    every item succeeded, 1 otherwise.
+    """
+    items = read_items(items_file)
+    with _client(ctx) as client:
+        _, created = client.submit_batch(job, items, callback=callback, batch_id=batch_id)
+        if detach:
+            print_json(created) if as_json else click.echo(created["batch_id"])
+            return
+        from supervisor.progress import batch_message, follow_batch
+
+        summary = follow_batch(client, created["batch_id"], quiet=as_json)
+    if as_json:
+        print_json({**summary, "job_ids": created["job_ids"]})
+    else:
+        click.echo(f"batch {summary['batch_id']}: {batch_message(summary)}")
+    sys.exit(EXIT_OK if summary["counts"].get("succeeded", 0) >= summary["size"] else EXIT_FAILED)
+
+
+@main.command("user-log")
+@click.argument("user", required=False)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
+@click.pass_context
+def user_log(ctx, user, follow) -> None:
+    """Print the unified log of USER (default: you): every job's events and ctx.log lines."""
+    from supervisor.auth import user_name
+
+    user = user or user_name(os.getuid())
+    with _client(ctx) as client:
+        if follow:
+            for chunk in client.follow_user_log(user):
+                click.echo(chunk, nl=False)
+            return
+        offset = 0
+        while True:
+            text, next_offset = client.user_log(user, offset)
+            click.echo(text, nl=False)
+            if next_offset == offset:
+                break
+            offset = next_offset
 
 
 @main.command()

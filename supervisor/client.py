@@ -99,3 +99,32 @@ class Client:
                 yield from resp.iter_text()
         except (httpx.ConnectError, FileNotFoundError) as exc:
             raise DaemonUnreachable(f"cannot reach the runspace daemon at {self.socket_path} ({exc})") from None
+
+    def submit_batch(self, job: str, items: list[dict[str, Any]], callback: str | None = None,
+                     batch_id: str | None = None) -> tuple[int, dict]:
+        body: dict[str, Any] = {"job": job, "items": items}
+        if callback:
+            body["callback"] = {"job": callback}
+        if batch_id:
+            body["batch_id"] = batch_id
+        resp = self.request("POST", "/v1/batches", json=body)
+        return resp.status_code, resp.json()
+
+    def batch(self, batch_id: str, limit: int = 100, cursor: str | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        return self.request("GET", f"/v1/batches/{batch_id}", params=params).json()
+
+    def user_log(self, user: str, offset: int = 0) -> tuple[str, int]:
+        """A chunk of the user's log from `offset`, and the offset to continue from."""
+        resp = self.request("GET", f"/v1/users/{user}/log", params={"offset": offset})
+        return resp.text, int(resp.headers.get("x-log-offset", offset))
+
+    def follow_user_log(self, user: str, offset: int = 0) -> Iterator[str]:
+        try:
+            with self._http.stream("GET", f"/v1/users/{user}/log", params={"offset": offset, "follow": "true"}) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    _raise_for_problem(resp)
+                yield from resp.iter_text()
+        except (httpx.ConnectError, FileNotFoundError) as exc:
+            raise DaemonUnreachable(f"cannot reach the runspace daemon at {self.socket_path} ({exc})") from None

@@ -8,7 +8,10 @@ import json
 import os
 import signal
 import sys
+from pathlib import Path
 
+
+import typing
 
 import anyio
 import uvicorn
@@ -18,14 +21,20 @@ from loguru import logger
 from supervisor import systemd
 from supervisor.api.app import create_app
 from supervisor.api.peer import PeerCredProtocol
-from supervisor.listener import bind_unix, remove_socket_file
+from supervisor.api.tokens import TokenTable
+from supervisor.listener import bind_tcp, bind_unix, remove_socket_file
 from supervisor.registry import Registry, load_registry
 from supervisor.runner.cgroups import JobCgroups, detect_cgroup_root
+from supervisor.runner.identity import prepare_shared_dirs
 from supervisor.runner.reap import Reaper, become_subreaper
 from supervisor.scheduler import Scheduler, Services
-from supervisor.settings import Settings
-from supervisor.store import Store, open_store
+from supervisor.settings import Settings, default_config_file
+from supervisor.store import Store, is_shared, open_store
+from supervisor.trust import Trust
 from supervisor.userlog import UserLog
+
+if typing.TYPE_CHECKING:
+    from supervisor.cluster import Cluster
 
 
 def setup_logging(debug: bool) -> None:
@@ -51,6 +60,7 @@ class Daemon:
         self.settings = settings
         self.draining = False
         self.starts = 0
+        self.tokens: TokenTable | None = None
         self.registry = Registry()
         self.store: Store
         self.scheduler: Scheduler
@@ -58,7 +68,7 @@ class Daemon:
     # -- job definitions ------------------------------------------------------------
 
     def load_jobs(self) -> Registry:
-        registry = load_registry(self.settings.job_dirs)
+        registry = load_registry(self.settings.job_dirs, check=Trust.of_admins(self.settings.admins).check_module)
         for broken in registry.broken:
             logger.error("job module {} was not loaded: {}\n{}", broken.path, broken.error, broken.traceback)
         logger.info("job types: {}", ", ".join(sorted(registry.types)) or "none")
@@ -77,15 +87,27 @@ class Daemon:
     # -- lifecycle --------------------------------------------------------------------
 
     def _cgroups(self) -> JobCgroups | None:
+        if not self.settings.cgroups:
+            return None
         # Named after the state dir, so a restarted daemon finds the cgroups of the jobs it re-adopts.
         tag = hashlib.sha1(str(self.settings.state_dir.resolve()).encode()).hexdigest()[:10]
         root = self.settings.cgroup_root or detect_cgroup_root(f"runspace-{tag}")
         return JobCgroups(root) if root else None
 
+    def _cluster(self) -> Cluster | None:
+        """Membership of the shared queue when the store is PostgreSQL (psycopg is imported only then)."""
+        if not is_shared(self.settings.store_url):
+            return None
+        from supervisor.cluster import Cluster
+
+        return Cluster(self.store, self.settings, lambda: self.registry)  # type: ignore[arg-type]
+
     async def serve(self) -> None:
         s = self.settings
         for path in (s.state_dir, s.logs):
             path.mkdir(parents=True, exist_ok=True)
+        check_config_trusted(s)
+        prepare_shared_dirs(s.state_dir, s.logs, None if "://" in s.store_url else Path(s.store_url))
         become_subreaper()
         self.store = open_store(s.store_url)
         self.starts = self.store.bump_counter("daemon_starts")
@@ -97,9 +119,17 @@ class Daemon:
         cgroups = self._cgroups()
         services = Services(s, self.store, UserLog(s.logs, s.log_rotation, s.log_retention), Reaper(), cgroups,
                             events_path)
-        self.scheduler = Scheduler(services, lambda: self.registry)
+        cluster = self._cluster()
+        self.scheduler = Scheduler(services, lambda: self.registry, cluster.queue if cluster else None)
+        if cluster:
+            cluster.join()  # renew the lease before re-adopting, so no survivor settles those jobs
         self.scheduler.recover()
-        sockets = systemd.listen_sockets() or [bind_unix(s.socket, s.socket_group)]
+        inherited = systemd.listen_sockets()  # systemd's socket: never ours to unlink
+        sockets = inherited or [bind_unix(s.socket, s.socket_group)]
+        if s.tcp_listen:  # remote callers: same app, identity from a bearer token
+            self.tokens = TokenTable.load(s.tokens_file)
+            sockets.append(bind_tcp(s.tcp_listen))
+            logger.info("also listening on tcp {} ({} tokens)", s.tcp_listen, len(self.tokens.entries))
         server = _Server(uvicorn.Config(create_app(self), http=PeerCredProtocol, lifespan="off", log_config=None,
                                         access_log=False, timeout_graceful_shutdown=1))
         logger.info("runspace daemon {} listening on {} (cgroups: {})", os.getpid(), s.socket,
@@ -108,12 +138,14 @@ class Daemon:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(services.reaper.run)
                 tg.start_soon(self.scheduler.run)
+                if cluster:
+                    tg.start_soon(cluster.run, self.scheduler, services.user_log)
                 tg.start_soon(self._receive_events, events)
                 tg.start_soon(self._handle_signals, server)
                 tg.start_soon(self._announce_ready, server)
                 tg.start_soon(self._serve_then_stop, server, sockets, tg.cancel_scope)
         finally:
-            for sock in sockets:
+            for sock in (sock for sock in sockets if sock not in inherited):
                 remove_socket_file(sock)
             if cgroups:
                 cgroups.close()
@@ -143,6 +175,7 @@ class Daemon:
                 self.draining = True
                 systemd.notify("STOPPING=1\nSTATUS=draining")
                 server.should_exit = True
+                self.scheduler.release_waiters()  # long-polls answer now instead of holding up the exit
 
     async def _receive_events(self, events) -> None:
         async with events:
@@ -153,6 +186,13 @@ class Daemon:
                                                report.get("total"), report.get("message"))
                 except (ValueError, KeyError, TypeError):
                     logger.debug("ignored a malformed progress report")
+
+
+def check_config_trusted(settings: Settings) -> None:
+    """Refuse to start on a config file a non-admin could have written."""
+    config = default_config_file()
+    if config is not None and config.exists():
+        Trust.of_admins(settings.admins).check(config)
 
 
 def run_daemon(settings: Settings, debug: bool = False) -> None:

@@ -1,40 +1,69 @@
-"""Prometheus text exposition of the daemon's counters and gauges."""
+"""Prometheus text exposition of the daemon's counters, gauges and the job duration histogram."""
 
 from __future__ import annotations
 
+import bisect
+from collections import defaultdict
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from supervisor.daemon import Daemon
+
+# Seconds: from quick API-backed jobs to hour-long ingestion runs.
+DURATION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
+
+
+class DurationHistogram:
+    """How long finished jobs ran, per job type (cumulative buckets are built when rendered)."""
+
+    def __init__(self, buckets: tuple[float, ...] = DURATION_BUCKETS) -> None:
+        self.buckets = buckets
+        self._counts: dict[str, list[int]] = defaultdict(lambda: [0] * (len(buckets) + 1))
+        self._sums: dict[str, float] = defaultdict(float)
+
+    def observe(self, job: str, seconds: float) -> None:
+        self._counts[job][bisect.bisect_left(self.buckets, seconds)] += 1
+        self._sums[job] += seconds
+
+    def render(self, name: str) -> list[str]:
+        lines = []
+        for job in sorted(self._counts):
+            label, running = _label(job), 0
+            for bound, count in zip((*self.buckets, float("inf")), self._counts[job], strict=True):
+                running += count
+                le = "+Inf" if bound == float("inf") else f"{bound:g}"
+                lines.append(f'{name}_bucket{{job="{label}",le="{le}"}} {running}')
+            lines.append(f'{name}_sum{{job="{label}"}} {self._sums[job]:.6f}')
+            lines.append(f'{name}_count{{job="{label}"}} {running}')
+        return lines
 
 
 def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def _family(name: str, kind: str, help_text: str) -> list[str]:
+    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+
+
 def render_metrics(daemon: Daemon) -> str:
-    lines = [
-        "# HELP runspace_jobs Jobs in the store by type and state.",
-        "# TYPE runspace_jobs gauge",
-    ]
+    scheduler = daemon.scheduler
+    lines = _family("runspace_jobs", "gauge", "Jobs in the store by type and state.")
     for (job, state), count in sorted(daemon.store.count_by_state().items()):
         lines.append(f'runspace_jobs{{job="{_label(job)}",state="{state}"}} {count}')
-    lines += [
-        "# HELP runspace_queue_depth Jobs waiting to run on this host.",
-        "# TYPE runspace_queue_depth gauge",
-        f"runspace_queue_depth {len(daemon.scheduler.queue)}",
-        "# HELP runspace_running Jobs running on this host.",
-        "# TYPE runspace_running gauge",
-        f"runspace_running {len(daemon.scheduler.running)}",
-        "# HELP runspace_kills_total Jobs killed, by reason, since the daemon started.",
-        "# TYPE runspace_kills_total counter",
-    ]
-    for key, count in sorted(daemon.scheduler.stats.items()):
+    lines += _family("runspace_queue_depth", "gauge", "Jobs waiting to run on this host.")
+    lines.append(f"runspace_queue_depth {len(scheduler.queue)}")
+    lines += _family("runspace_running", "gauge", "Jobs running on this host.")
+    lines.append(f"runspace_running {len(scheduler.running)}")
+    lines += _family("runspace_job_duration_seconds", "histogram",
+                     "Run time of jobs that ended since the daemon started, by type.")
+    lines += scheduler.durations.render("runspace_job_duration_seconds")
+    lines += _family("runspace_kills_total", "counter", "Jobs killed, by reason, since the daemon started.")
+    for key, count in sorted(scheduler.stats.items()):
         if key.startswith("kill|"):
-            lines.append(f'runspace_kills_total{{reason="{key[5:]}"}} {count}')
-    lines += [
-        "# HELP runspace_daemon_starts_total Times a daemon started on this store.",
-        "# TYPE runspace_daemon_starts_total counter",
-        f"runspace_daemon_starts_total {daemon.starts}",
-    ]
+            lines.append(f'runspace_kills_total{{reason="{_label(key[5:])}"}} {count}')
+    lines += _family("runspace_daemon_starts_total", "counter", "Times a daemon started on this store.")
+    lines.append(f"runspace_daemon_starts_total {daemon.starts}")
+    lines += _family("runspace_daemon_restarts_total", "counter", "Daemon starts after the first on this store.")
+    lines.append(f"runspace_daemon_restarts_total {max(daemon.starts - 1, 0)}")
     return "\n".join(lines) + "\n"

@@ -132,9 +132,16 @@ class Registry:
             raise UnknownJob(f"no job type named {name!r}; `runspace jobs` lists them") from None
 
 
-def import_module_file(path: Path) -> ModuleType:
-    """Import one job module by path under a name unique to that path."""
+def import_module_file(path: Path, reuse: bool = False) -> ModuleType:
+    """Import one job module by path under a name unique to that path.
+
+    `reuse` returns the module already imported from that path (a job forked from the
+    pre-warmed fork server); the daemon always re-imports, so SIGHUP sees new code.
+    """
     mod_name = "runspace_jobs." + "_".join(path.with_suffix("").parts[1:]).replace("-", "_").replace(".", "_")
+    loaded = sys.modules.get(mod_name)
+    if reuse and loaded is not None and getattr(loaded, "__file__", None) == str(path):
+        return loaded
     spec = importlib.util.spec_from_file_location(mod_name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {path}")
@@ -188,7 +195,7 @@ def load_registry(dirs: Iterable[Path], check: Callable[[Path], None] | None = N
 
 def load_job_type(path: Path, name: str) -> JobType:
     """Used inside a job process: import only the module that defines `name`."""
-    for jt in job_types_in(import_module_file(path), path):
+    for jt in job_types_in(import_module_file(path, reuse=True), path):
         if jt.name == name:
             return jt
     raise UnknownJob(f"job {name!r} is no longer defined in {path}")

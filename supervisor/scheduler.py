@@ -12,18 +12,21 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskGroup
 from loguru import logger
 
-from supervisor.errors import NotFound, QueueFull
-from supervisor.models import JobRecord, JobState
+from supervisor.errors import NotAllowed, NotFound, QueueFull
+from supervisor.metrics import DurationHistogram
+from supervisor.models import JobRecord, JobState, KillReason, is_job_id
 from supervisor.queue import JobQueue
 from supervisor.registry import JobOptions, Registry
-from supervisor.runner.adopt import ever_ran, find_leader
-from supervisor.runner.cgroups import JobCgroups
+from supervisor.runner.adopt import Leader, ever_ran, find_leaders
+from supervisor.runner.cgroups import JobCgroups, cgroup_kill
 from supervisor.runner.files import RunFiles
+from supervisor.runner.identity import job_identity
 from supervisor.runner.launch import LaunchPaths, launch
 from supervisor.runner.reap import Reaper, wait_adopted
 from supervisor.runner.supervise import Limits, Outcome, RunningJob, supervise
@@ -31,6 +34,9 @@ from supervisor.runner.tree import JobTree
 from supervisor.settings import Settings
 from supervisor.store import Store
 from supervisor.userlog import UserLog
+
+if TYPE_CHECKING:  # psycopg is optional; only a shared store imports it
+    from supervisor.shared_queue import SharedQueue
 
 _FINAL_FIELDS = ("state", "result", "error_type", "error_message", "exit_code", "signal",
                  "reason", "killed_at", "finished_at", "pid")
@@ -47,10 +53,12 @@ class Services:
 
 
 class Scheduler:
-    def __init__(self, services: Services, registry: Callable[[], Registry]) -> None:
+    def __init__(self, services: Services, registry: Callable[[], Registry],
+                 queue: JobQueue | SharedQueue | None = None) -> None:
         self.s = services
         self._registry = registry
-        self.queue = JobQueue()
+        # A shared store brings its own queue: the rows themselves, claimed in SQL (supervisor/shared_queue.py).
+        self.queue = queue if queue is not None else JobQueue()
         self.running: dict[str, RunningJob] = {}
         self._done: dict[str, anyio.Event] = {}
         self._changed: dict[str, anyio.Event] = {}
@@ -58,6 +66,9 @@ class Scheduler:
         self._tg: TaskGroup | None = None
         self._adopted: list[tuple[int, RunningJob]] = []
         self.stats: Counter[str] = Counter()
+        self.durations = DurationHistogram()
+        # Called with each job's final record after it is persisted (batch callbacks hook in here).
+        self.on_finished: list[Callable[[JobRecord], None]] = []
 
     # -- submissions ---------------------------------------------------------------
 
@@ -70,6 +81,8 @@ class Scheduler:
     def submit(self, records: list[JobRecord]) -> None:
         """Persist, then queue, then start what may start now."""
         self.check_room(len(records))
+        for job, requestor in {(r.job, r.requestor) for r in records}:  # 403 now, not a failed job later
+            job_identity(self._registry().get(job).options, requestor, self.s.settings)
         self.s.store.insert(records)
         for rec in records:
             self.s.user_log.event(rec, "queued")
@@ -83,26 +96,45 @@ class Scheduler:
         host = self.s.settings.host_id
         for rec in self.s.store.in_states(JobState.QUEUED):
             self.queue.push(rec)
-        for rec in self.s.store.in_states(JobState.RUNNING):
-            if rec.processed_by in (None, host):
-                self._recover_running(rec)
+        mine = [rec for rec in self.s.store.in_states(JobState.RUNNING) if rec.processed_by in (None, host)]
+        leaders = find_leaders(mine)
+        for rec in mine:
+            self._recover_running(rec, leaders.get(rec.id))
+        self._remove_stale_run_dirs()
 
-    def _recover_running(self, rec: JobRecord) -> None:
+    def _remove_stale_run_dirs(self) -> None:
+        """Run dirs and cgroups of jobs that are no longer running: left by a crash during clean-up."""
+        run_root = self.s.settings.state_dir / "run"
+        if run_root.is_dir():
+            for path in run_root.iterdir():
+                if path.name not in self.running and is_job_id(path.name):
+                    RunFiles(path).remove()
+        for job_id in self.s.cgroups.job_ids() if self.s.cgroups else []:
+            if job_id not in self.running and is_job_id(job_id):
+                cgroup_kill(self.s.cgroups.path(job_id))  # anything inside is a stray of an ended job
+                self.s.cgroups.remove(job_id)
+
+    def _recover_running(self, rec: JobRecord, leader: Leader | None) -> None:
         files = RunFiles.of(self.s.settings.state_dir, rec.id)
         cgroup = self.s.cgroups.path(rec.id) if self.s.cgroups else None
         if cgroup is not None and not cgroup.exists():
             cgroup = None
-        leader = find_leader(rec)
         if leader is not None:
+            if (rec.pid, rec.pid_started) != (leader.pid, leader.started):  # found by its marker
+                rec.pid, rec.pid_started = leader.pid, leader.started
+                self.s.store.update(rec, "pid", "pid_started")
             run = self.adopt(rec, JobTree(rec.id, leader.pid, leader.started, cgroup))
             self._adopted.append((leader.pidfd, run))
             self.s.user_log.event(rec, f"re-adopted after a daemon restart (pid {leader.pid})")
         elif ever_ran(files):
-            self.adopt(rec, JobTree(rec.id, None, rec.started_at, cgroup))
+            run = self.adopt(rec, JobTree(rec.id, None, rec.started_at, cgroup))
         else:  # the daemon died between claiming and starting it: job code never ran
             rec.state, rec.attempt, rec.pid = JobState.QUEUED, max(rec.attempt - 1, 0), None
             self.s.store.update(rec, "state", "attempt", "pid")
             self.queue.push(rec)
+            return
+        if rec.reason in set(KillReason):  # a kill was decided before the crash: carry it out
+            run.kill_reason, run.killed_at = KillReason(rec.reason), rec.killed_at
 
     # -- cancel ---------------------------------------------------------------------
 
@@ -113,6 +145,8 @@ class Scheduler:
             return
         run = self.running.get(rec.id)
         if run is None:
+            if not isinstance(self.queue, JobQueue) and self.queue.forward_cancel(rec):
+                return  # running on another host of the shared store, which now kills it
             raise NotFound(f"job {rec.id} has already ended ({rec.state})")
         run.request_cancel()
 
@@ -127,6 +161,17 @@ class Scheduler:
         event = self._changed.setdefault(job_id, anyio.Event())
         with anyio.move_on_after(timeout):
             await event.wait()
+
+    def on_remote_change(self, job_id: str, done: bool) -> None:
+        """Another host changed a job of the shared store: wake this host's waiters."""
+        self._notify(job_id, done)
+
+    def release_waiters(self) -> None:
+        """Wake every long-poll (they answer with the current status): used when the daemon stops."""
+        for events in (self._changed, self._done):
+            for event in events.values():
+                event.set()
+            events.clear()
 
     def _notify(self, job_id: str, done: bool = False) -> None:
         changed = self._changed.pop(job_id, None)
@@ -224,12 +269,15 @@ class Scheduler:
         self.s.store.update(rec, "state", "attempt", "started_at", "processed_by", "pid", "pid_started",
                             "progress", "total", "message")
         cgroup = self.s.cgroups.create(rec.id) if self.s.cgroups else None
-        paths = LaunchPaths(self.s.settings.state_dir, self.s.settings.logs,
-                            self.s.events_socket, cgroup)
         try:
+            run_as = job_identity(jt.options, rec.requestor, self.s.settings)
+            paths = LaunchPaths(self.s.settings.state_dir, self.s.settings.logs,
+                                self.s.events_socket, cgroup, run_as)
             launched = launch(rec, jt, paths)
-        except OSError as exc:
+        except (OSError, NotAllowed) as exc:
             logger.exception("cannot start job {}", rec.id)
+            if self.s.cgroups:
+                self.s.cgroups.remove(rec.id)
             self._finalize(rec, Outcome(JobState.FAILED, error_type="LaunchError", error_message=str(exc)))
             return
         rec.pid, rec.pid_started = launched.pid, launched.started
@@ -250,13 +298,20 @@ class Scheduler:
         return run
 
     async def _supervise(self, run: RunningJob) -> None:
-        outcome = await supervise(run)
+        outcome = await supervise(run, self._record_kill)
         del self.running[run.rec.id]
         self._finish(run.rec, outcome)
         run.files.remove()
         if self.s.cgroups:
             self.s.cgroups.remove(run.rec.id)
         self.dispatch()
+
+    def _record_kill(self, run: RunningJob) -> None:
+        rec = run.rec
+        rec.reason = run.kill_reason.value if run.kill_reason else None
+        rec.killed_at = run.killed_at
+        self.s.store.update(rec, "reason", "killed_at")
+        self._notify(rec.id)
 
     # -- endings -----------------------------------------------------------------
 
@@ -270,9 +325,12 @@ class Scheduler:
 
     def _retry(self, rec: JobRecord, outcome: Outcome, opts: JobOptions) -> None:
         delay = opts.retry_backoff * 2 ** (rec.attempt - 1)
+        # The next attempt must find no `started` guard of this one, even if we crash right here.
+        RunFiles.of(self.s.settings.state_dir, rec.id).remove()
         rec.state, rec.not_before, rec.pid = JobState.QUEUED, time.time() + delay, None
         rec.error_type, rec.error_message = outcome.error_type, outcome.error_message
-        self.s.store.update(rec, "state", "not_before", "pid", "error_type", "error_message")
+        rec.reason, rec.killed_at = None, None
+        self.s.store.update(rec, "state", "not_before", "pid", "error_type", "error_message", "reason", "killed_at")
         self.s.user_log.event(rec, f"attempt {rec.attempt} {outcome.state}: {outcome.error_message}; "
                                    f"retrying in {delay:g} s")
         self.queue.push(rec)
@@ -286,9 +344,16 @@ class Scheduler:
         self.s.store.update(rec, *_FINAL_FIELDS)
         self.s.user_log.event(rec, _ending_text(rec))
         self.stats[f"{rec.job}|{rec.state}"] += 1
+        if rec.started_at:
+            self.durations.observe(rec.job, rec.finished_at - rec.started_at)
         if rec.reason:
             self.stats[f"kill|{rec.reason}"] += 1
         self._notify(rec.id, done=True)
+        for hook in self.on_finished:
+            try:
+                hook(rec)
+            except Exception:  # a hook must never stop the scheduler
+                logger.exception("on_finished hook {} failed for job {}", hook, rec.id)
 
 
 def _ending_text(rec: JobRecord) -> str:

@@ -65,12 +65,33 @@ class Settings(BaseSettings):
     allowed_groups: CommaList = Field(default_factory=list, description="Groups whose members may submit.")
     admins: CommaList = Field(default_factory=list, description="User names that see and cancel every job.")
     socket_group: str | None = Field(None, description="Group owning the socket (mode 0660).")
-    store: str | None = Field(None, description="Store URL: a SQLite path (default <state_dir>/runspace.db).")
-    host_id: str = Field(default_factory=gethostname, description="Name recorded in processed_by.")
+    store: str | None = Field(
+        None, description="Store URL: a SQLite path (default <state_dir>/runspace.db) or postgresql://… shared by hosts."
+    )
+    host_id: str = Field(default_factory=gethostname, description="Name recorded in processed_by; unique per host.")
+    lease_ttl: float = Field(
+        30.0, gt=0, description="Shared store: a host silent this long (s) is dead; its running jobs become lost."
+    )
     log_rotation: str = Field("50 MB", description="When a user log rotates (loguru rotation).")
     log_retention: str = Field("30 days", description="How long rotated user logs are kept (loguru retention).")
     cgroup_root: Path | None = Field(
         None, description="A delegated cgroup v2 directory for per-job cgroups (auto-detected when unset)."
+    )
+    cgroups: bool = Field(
+        True, description="Track job trees with per-job cgroups where cgroup v2 is writable (false: pgid/session + scan)."
+    )
+
+    run_as: str | None = Field(
+        None, description="As root: user that root's own jobs run as, unless their type sets allow_root (unset: root)."
+    )
+    job_env_passthrough: CommaList = Field(
+        default_factory=list, description="Daemon env variables kept in the clean env of jobs run as another user."
+    )
+    tcp_listen: str | None = Field(
+        None, description="HOST:PORT for an extra HTTP listener with bearer tokens (off by default; use loopback)."
+    )
+    tokens_file: Path = Field(
+        Path("/etc/runspace/tokens"), description="For tcp_listen: root-owned file of `USER TOKEN` lines, mode 0600."
     )
 
     @classmethod
@@ -88,7 +109,7 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
 
-    @field_validator("allowed_users", "allowed_groups", "admins", mode="before")
+    @field_validator("allowed_users", "allowed_groups", "admins", "job_env_passthrough", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -19,8 +19,8 @@ from typing import Any
 from supervisor.context import JobContext
 from supervisor.logs import append_line, job_line, user_line
 from supervisor.registry import JobType, load_job_type
-from supervisor.runner.files import RunFiles, read_json, write_json_atomic
-from supervisor.runner.identity import drop_privileges
+from supervisor.runner.files import RunFiles, write_json_atomic
+from supervisor.runner.identity import RunAs, drop_privileges, hand_over, read_root_spec
 
 EXIT_ALREADY_STARTED = 75
 _PROGRESS_INTERVAL = 0.1  # at most ten progress reports a second reach the daemon
@@ -55,10 +55,11 @@ class StampedStream(io.TextIOBase):
 class FileReporter:
     """ctx.log and ctx.progress for a job process: job log, user log, progress file, daemon ping."""
 
-    def __init__(self, spec: dict[str, Any], files: RunFiles) -> None:
+    def __init__(self, spec: dict[str, Any], files: RunFiles, hold_user_log: bool = False) -> None:
         self._spec = spec
         self._files = files
         self._user_log = Path(spec["user_log"])
+        self._user_log_fd = _open_append(self._user_log) if hold_user_log else None
         self._events = spec.get("events_socket")
         self._last_sent = 0.0
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -86,10 +87,21 @@ class FileReporter:
                 pass  # the daemon is down or busy: it reads progress.json when it looks
 
     def _user(self, text: str) -> None:
+        line = user_line(self._spec["id"], self._spec["job"], text)
         try:
-            append_line(self._user_log, user_line(self._spec["id"], self._spec["job"], text))
+            if self._user_log_fd is not None:
+                os.write(self._user_log_fd, line.encode("utf-8", "replace"))
+            else:
+                append_line(self._user_log, line)
         except OSError as exc:
             os.write(2, job_line(f"runspace: cannot write user log: {exc}").encode())
+
+
+def _open_append(path: Path) -> int | None:
+    try:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    except OSError:
+        return None
 
 
 def run_python(jt: JobType, params: Any, ctx: JobContext) -> dict[str, Any]:
@@ -132,24 +144,39 @@ def join_cgroup(path: str | None) -> None:
             print(f"runspace: could not join cgroup {path}: {exc}", file=sys.stderr)
 
 
+def import_job(spec: dict[str, Any]) -> JobType | dict[str, Any]:
+    """The job type, or the failed outcome when its module no longer imports."""
+    try:
+        jt = load_job_type(Path(spec["module"]), spec["job"])
+        # run_job's lazy import, done before the privilege drop: the job user may not be
+        # able to read the interpreter's own files (a Python installed under /root, say).
+        import supervisor.command  # noqa: F401
+        return jt
+    except Exception as exc:
+        traceback.print_exc()
+        return {"state": "failed", "error": {"type": type(exc).__name__, "message": str(exc)}, "exit_code": 1}
+
+
 def main() -> None:
     files = RunFiles(Path(sys.argv[1]))
-    spec = read_json(files.spec)
+    spec = read_root_spec(files.spec)
     join_cgroup(spec.get("cgroup"))
     if not claim_start(files):
         sys.exit(EXIT_ALREADY_STARTED)
-    drop_privileges(spec.get("run_as_uid"), spec.get("run_as_gid"), spec.get("run_as_name"))
-    os.chdir(spec["tmpdir"])
     sys.stdout = StampedStream(1)
     sys.stderr = StampedStream(2)
-    reporter = FileReporter(spec, files)
+    who = RunAs.from_spec(spec)
+    # Opened while still root: the job user may append to the user log but not open it.
+    reporter = FileReporter(spec, files, hold_user_log=who is not None)
+    # Imported while still root, like the daemon (and the fork server) already did with this
+    # trusted module: job code proper runs only after the drop.
+    loaded = import_job(spec)
+    if who is not None:
+        hand_over(files.dir, files.tmp, who)
+        drop_privileges(who)
+    os.chdir(spec["tmpdir"])
     ctx = JobContext(spec["id"], spec["job"], spec["requestor"], spec["log_user"], Path(spec["tmpdir"]), reporter)
-    try:
-        jt = load_job_type(Path(spec["module"]), spec["job"])
-        outcome = run_job(jt, spec, ctx)
-    except Exception as exc:  # the module itself failed to import
-        traceback.print_exc()
-        outcome = {"state": "failed", "error": {"type": type(exc).__name__, "message": str(exc)}, "exit_code": 1}
+    outcome = run_job(loaded, spec, ctx) if isinstance(loaded, JobType) else loaded
     sys.stdout.flush()
     sys.stderr.flush()
     write_json_atomic(files.result, outcome)

@@ -63,6 +63,7 @@ class DaemonProcess:
             "RUNSPACE_JOBS_PATH": str(TEST_JOBS),
             "RUNSPACE_DEMO_ROOT": str(base / "demo"),
             "RUNSPACE_KILL_GRACE": "1",
+            "RUNSPACE_JOB_ENV_PASSTHROUGH": TEST_MARKER,
             TEST_MARKER: marker,
             **env,
         }

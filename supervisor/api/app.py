@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from supervisor.api import jobs, meta, problems
+from supervisor.api import batches, jobs, meta, problems, users
+from supervisor.batches import attach as attach_batches
 
 if TYPE_CHECKING:
     from supervisor.daemon import Daemon
@@ -24,4 +25,8 @@ def create_app(daemon: Daemon) -> FastAPI:
     problems.install(app)
     app.include_router(jobs.router)
     app.include_router(meta.router)
+    app.include_router(batches.router)
+    app.include_router(users.router)
+    # Batch callbacks hook into the scheduler and sweep for missed ones at start-up.
+    app.state.batches = attach_batches(daemon)
     return app

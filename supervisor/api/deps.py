@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pwd
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
 from supervisor.auth import Caller, identify
+from supervisor.errors import NotAuthenticated
 
 if TYPE_CHECKING:
     from supervisor.daemon import Daemon
@@ -17,8 +19,20 @@ def daemon_of(request: Request) -> Daemon:
 
 
 def caller_of(request: Request) -> Caller:
-    peer = request.scope.get("state", {}).get("peer")
-    return identify(peer.uid if peer else None, daemon_of(request).settings)
+    """Unix socket: the peer's uid (SO_PEERCRED). TCP: the user its bearer token maps to."""
+    daemon = daemon_of(request)
+    state = request.scope.get("state", {})
+    peer = state.get("peer")
+    if peer is not None:
+        return identify(peer.uid, daemon.settings)
+    if state.get("transport") != "tcp" or daemon.tokens is None:
+        raise NotAuthenticated("this listener cannot tell who is calling")
+    name = daemon.tokens.user_for(request.headers.get("authorization"))
+    try:
+        uid = pwd.getpwnam(name).pw_uid
+    except KeyError:
+        raise NotAuthenticated(f"the token belongs to {name!r}, who is not a user on this host") from None
+    return identify(uid, daemon.settings)
 
 
 CallerDep = Annotated[Caller, Depends(caller_of)]

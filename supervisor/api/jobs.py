@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from supervisor.api.body import json_body, json_body_schema
 from supervisor.api.deps import CallerDep, DaemonDep
 from supervisor.auth import Caller
-from supervisor.errors import Conflict, Draining
+from supervisor.errors import Conflict, Draining, NotFound
 from supervisor.logs import job_log_path, read_from
 from supervisor.models import JobRecord, JobState, JobStatus, is_job_id
 from supervisor.store import JobFilter
@@ -70,7 +70,7 @@ async def submit_job(
     if seconds > 0 and not rec.state.done:
         await daemon.scheduler.wait_done(rec.id, seconds)
         rec = daemon.store.get(rec.id) or rec
-    return status_response(rec, 200 if rec.state.done and seconds > 0 else 202)
+    return status_response(rec, 200 if rec.state.done else 202)  # an idempotent replay of a done job: 200
 
 
 @router.get("", response_model=dict)
@@ -113,7 +113,8 @@ async def cancel_job(job_id: str, daemon: DaemonDep, caller: CallerDep) -> JSONR
     if rec.state.done:
         raise Conflict(f"job {job_id} has already ended ({rec.state}); nothing to cancel")
     daemon.scheduler.cancel(rec)
-    await daemon.scheduler.wait_done(job_id, daemon.scheduler.limits_of(rec.job).kill_grace + 2.0)
+    if job_id in daemon.scheduler.running:  # a queued job ended inside cancel(): no done event will come
+        await daemon.scheduler.wait_done(job_id, daemon.scheduler.limits_of(rec.job).kill_grace + 2.0)
     return status_response(daemon.store.get(job_id) or rec)
 
 
@@ -127,6 +128,10 @@ async def job_log(
 ) -> PlainTextResponse | StreamingResponse:
     rec = load_job(daemon, caller, job_id)
     path = job_log_path(daemon.settings.logs, rec.id)
+    if rec.processed_by not in (None, daemon.settings.host_id) and not path.exists():
+        # Shared store: logs stay on the host that ran the job (README: "Several hosts on one PostgreSQL").
+        raise NotFound(f"the log of job {rec.id} is kept on host {rec.processed_by}, which ran it; "
+                       "read it through the runspace daemon on that host")
     if not follow:
         data = read_from(path, offset)
         return PlainTextResponse(data, headers={"X-Log-Offset": str(offset + len(data))})

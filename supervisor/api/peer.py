@@ -35,4 +35,6 @@ class PeerCredProtocol(H11Protocol):
         super().connection_made(transport)
         sock = transport.get_extra_info("socket")
         peer = read_peercred(sock) if sock is not None else None
-        self.app_state = {**self.app_state, "peer": peer}
+        # "tcp": the caller must prove who it is with a bearer token (api/tokens.py).
+        transport = "unix" if peer is not None else "tcp"
+        self.app_state = {**self.app_state, "peer": peer, "transport": transport}

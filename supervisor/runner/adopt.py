@@ -19,7 +19,12 @@ class Leader:
     pidfd: int  # held from before the identity check, so the pid cannot be recycled under us
 
 
-def _open_if_same(pid: int, started: float | None) -> Leader | None:
+def _open_if_same(pid: int, started: float | None, job_id: str) -> Leader | None:
+    """A pidfd for `pid` if it is still this job's worker: same start time and the job's env marker.
+
+    The start time alone could be matched by a forged or stale record; the marker is set by
+    the daemon at spawn and cannot be acquired by an unrelated process afterwards.
+    """
     try:
         fd = os.pidfd_open(pid)
     except OSError:
@@ -27,7 +32,7 @@ def _open_if_same(pid: int, started: float | None) -> Leader | None:
     try:
         proc = psutil.Process(pid)
         same = started is not None and abs(proc.create_time() - started) < 0.005
-        if same and proc.status() != psutil.STATUS_ZOMBIE:
+        if same and proc.status() != psutil.STATUS_ZOMBIE and proc.environ().get(ENV_MARKER) == job_id:
             return Leader(pid, proc.create_time(), fd)
     except psutil.Error:
         pass
@@ -35,19 +40,36 @@ def _open_if_same(pid: int, started: float | None) -> Leader | None:
     return None
 
 
-def _scan_for_worker(job_id: str) -> Leader | None:
-    """The pid was never recorded (daemon died right after spawning): find the worker by marker."""
+def _scan_for_workers(job_ids: set[str]) -> dict[str, Leader]:
+    """Workers whose pid was never recorded (daemon died right after spawning), found by marker.
+
+    One pass over all processes for every unresolved job: a restart after a crash may have
+    hundreds of them, and a pass per job made recovery take seconds.
+    """
+    found: dict[str, Leader] = {}
     for proc in psutil.process_iter(["cmdline"]):
         with contextlib.suppress(psutil.Error):
-            if "supervisor.worker" in (proc.info["cmdline"] or []) and proc.environ().get(ENV_MARKER) == job_id:
-                return _open_if_same(proc.pid, proc.create_time())
-    return None
+            if "supervisor.worker" not in (proc.info["cmdline"] or []):
+                continue
+            job_id = proc.environ().get(ENV_MARKER)
+            if job_id in job_ids and job_id not in found:
+                leader = _open_if_same(proc.pid, proc.create_time(), job_id)
+                if leader is not None:
+                    found[job_id] = leader
+    return found
 
 
-def find_leader(rec: JobRecord) -> Leader | None:
-    if rec.pid is not None:
-        return _open_if_same(rec.pid, rec.pid_started)
-    return _scan_for_worker(rec.id)
+def find_leaders(recs: list[JobRecord]) -> dict[str, Leader]:
+    """The live worker of each job recorded as running: by recorded pid + start time, else by marker."""
+    found: dict[str, Leader] = {}
+    for rec in recs:
+        leader = _open_if_same(rec.pid, rec.pid_started, rec.id) if rec.pid is not None else None
+        if leader is not None:
+            found[rec.id] = leader
+    unresolved = {rec.id for rec in recs} - set(found)
+    if unresolved:
+        found.update(_scan_for_workers(unresolved))
+    return found
 
 
 def ever_ran(files: RunFiles) -> bool:

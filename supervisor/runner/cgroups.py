@@ -54,8 +54,16 @@ class JobCgroups:
         with contextlib.suppress(OSError):
             self.path(job_id).rmdir()
 
+    def job_ids(self) -> list[str]:
+        with contextlib.suppress(OSError):
+            return [p.name for p in self.root.iterdir() if p.is_dir()]
+        return []
+
     def close(self) -> None:
-        """Remove our root cgroup if no job cgroup is left in it (they outlive the daemon otherwise)."""
+        """Remove empty job cgroups, then our root if it is empty; cgroups of running jobs stay
+        (rmdir refuses populated ones) so the next daemon finds them when it re-adopts."""
+        for job_id in self.job_ids():
+            self.remove(job_id)
         with contextlib.suppress(OSError):
             self.root.rmdir()
 

@@ -2,27 +2,45 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ENV_MARKER = "RUNSPACE_JOB_ID"
+MARKER_PLACEHOLDER = "0" * 20  # the fork server's marker, overwritten with each job id (zygote.py)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
+    # The run dir belongs to the job's user once it runs (runner/identity.py): a planted
+    # symlink or hard link at the temp name must never redirect a root write.
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(data))
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(data))
     os.replace(tmp, path)
 
 
 def read_json(path: Path) -> Any:
+    """None unless `path` is a regular file holding JSON: a job user's symlink (to a secret)
+    or FIFO (to hang the daemon) in its run dir is ignored."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
         return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        try:
+            return json.loads(f.read())
+        except ValueError:
+            return None
 
 
 @dataclass(frozen=True)
@@ -50,6 +68,11 @@ class RunFiles:
     @property
     def result(self) -> Path:
         return self.dir / "result.json"
+
+    @property
+    def exit_status(self) -> Path:
+        """Written by the fork server when it reaps a job it forked (see runner/zygote.py)."""
+        return self.dir / "exit_status.json"
 
     @property
     def tmp(self) -> Path:

@@ -14,6 +14,7 @@ from supervisor.logs import job_log_path, user_log_path
 from supervisor.models import JobRecord
 from supervisor.registry import JobType
 from supervisor.runner.files import ENV_MARKER, RunFiles
+from supervisor.runner.identity import RunAs
 
 # Daemon-only variables that must not leak into jobs (a job must not notify systemd).
 _PRIVATE_ENV = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID")
@@ -31,6 +32,7 @@ class LaunchPaths:
     log_dir: Path
     events_socket: Path | None
     cgroup: Path | None
+    run_as: RunAs | None = None  # set when the daemon is root: the job drops to this user
 
 
 def job_spec(rec: JobRecord, jt: JobType, files: RunFiles, paths: LaunchPaths) -> dict[str, Any]:
@@ -47,11 +49,15 @@ def job_spec(rec: JobRecord, jt: JobType, files: RunFiles, paths: LaunchPaths) -
         "events_socket": str(paths.events_socket) if paths.events_socket else None,
         "cgroup": str(paths.cgroup) if paths.cgroup else None,
         "run_as": jt.options.run_as,
+        **(paths.run_as.spec_fields() if paths.run_as else {}),
     }
 
 
-def job_environment(rec: JobRecord, files: RunFiles) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
+def job_environment(rec: JobRecord, files: RunFiles, run_as: RunAs | None = None) -> dict[str, str]:
+    if run_as is not None:  # another user's job: a clean, login-like environment
+        env = run_as.environment(files.tmp)
+    else:
+        env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
     env[ENV_MARKER] = rec.id  # inherited by every descendant: how strays are found
     env["TMPDIR"] = str(files.tmp)
     return env
@@ -68,7 +74,7 @@ def launch(rec: JobRecord, jt: JobType, paths: LaunchPaths) -> Launched:
         pid = os.posix_spawn(
             sys.executable,
             argv,
-            job_environment(rec, files),
+            job_environment(rec, files, paths.run_as),
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_DUP2, log_fd, 1),

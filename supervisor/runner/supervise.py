@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,7 +79,8 @@ class RunningJob:
 
     def last_activity(self) -> float:
         times = [self.rec.started_at or 0.0, self.last_progress]
-        for path in (job_log_path(self.log_dir, self.rec.id), self.files.progress):
+        # `started` is created when job code is about to run: a slow interpreter start is not idleness.
+        for path in (job_log_path(self.log_dir, self.rec.id), self.files.progress, self.files.started):
             with contextlib.suppress(OSError):
                 times.append(path.stat().st_mtime)
         return max(times)
@@ -101,11 +103,16 @@ class RunningJob:
         return max(until_timeout, 0.0)
 
 
-async def supervise(run: RunningJob) -> Outcome:
+KillRecorder = Callable[[RunningJob], None]
+
+
+async def supervise(run: RunningJob, record_kill: KillRecorder) -> Outcome:
+    """`record_kill` persists the kill decision before any signal: a daemon that dies while
+    killing leaves a successor that finishes the kill and reports the right reason."""
     while not run.exited:
-        reason = run.due_kill(time.time())
+        reason = run.kill_reason or run.due_kill(time.time())  # kill_reason: a kill recovered from the store
         if reason is not None:
-            await _kill(run, reason)
+            await _kill(run, reason, record_kill)
             break
         await run.nap(run.next_check_in(time.time()))
     with anyio.move_on_after(_EXIT_WAIT):
@@ -116,8 +123,10 @@ async def supervise(run: RunningJob) -> Outcome:
     return outcome_of(run)
 
 
-async def _kill(run: RunningJob, reason: KillReason) -> None:
-    run.kill_reason, run.killed_at = reason, time.time()
+async def _kill(run: RunningJob, reason: KillReason, record_kill: KillRecorder) -> None:
+    if run.kill_reason is None:
+        run.kill_reason, run.killed_at = reason, time.time()
+        record_kill(run)
     run.kill_signal = await kill_tree(run.tree, run.limits.kill_grace)
 
 

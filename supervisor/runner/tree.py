@@ -34,9 +34,12 @@ class JobTree:
                 procs.append(psutil.Process(pid))
             except psutil.NoSuchProcess:
                 continue
-        # Processes that escaped before the cgroup move cannot exist (we move the leader
-        # before it runs job code), but a scan is cheap insurance for setsid'd strays.
-        return procs or self._from_scan()
+        # The worker joins its cgroup before it runs job code, so nothing escapes it. Only if
+        # that join failed (the live leader is not inside) do we fall back to the sweep; not
+        # scanning after a normal exit keeps the common path cheap.
+        if self.leader_pid is not None and self.leader_pid not in {p.pid for p in procs} and _alive_pid(self.leader_pid):
+            return self._from_scan()
+        return procs
 
     def _from_scan(self) -> list[psutil.Process]:
         me = os.getpid()
@@ -62,6 +65,13 @@ class JobTree:
 def _alive(proc: psutil.Process) -> bool:
     try:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _alive_pid(pid: int) -> bool:
+    try:
+        return _alive(psutil.Process(pid))
     except psutil.Error:
         return False
 

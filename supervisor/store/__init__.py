@@ -6,10 +6,19 @@ from supervisor.store.base import JobFilter, Store
 from supervisor.store.sqlite import SqliteStore
 
 
+def is_shared(url: str) -> bool:
+    """A store URL several hosts share (PostgreSQL), as opposed to a host-local SQLite file."""
+    return url.startswith(("postgres://", "postgresql://"))
+
+
 def open_store(url: str) -> Store:
-    if url.startswith(("postgres://", "postgresql://")):
-        raise NotImplementedError("the PostgreSQL store is not available in this build")
+    if is_shared(url):
+        try:
+            from supervisor.store.postgres import PostgresStore
+        except ImportError as exc:  # psycopg is the optional extra [postgres]
+            raise RuntimeError(f"a PostgreSQL store needs psycopg: pip install 'runspace[postgres]' ({exc})") from exc
+        return PostgresStore(url)
     return SqliteStore(url.removeprefix("sqlite://"))
 
 
-__all__ = ["JobFilter", "Store", "open_store"]
+__all__ = ["JobFilter", "Store", "is_shared", "open_store"]

@@ -8,6 +8,19 @@ from typing import Protocol
 from supervisor.models import JobRecord, JobState
 
 
+@dataclass
+class BatchRecord:
+    """One batch as the store keeps it; its items are the jobs carrying its id as batch_id."""
+
+    id: str
+    job: str
+    requestor: str
+    size: int
+    request_hash: str
+    callback_job: str | None = None
+    created_at: float = 0.0
+
+
 @dataclass(frozen=True)
 class JobFilter:
     requestor: str | None = None  # None: every requestor (admins)
@@ -32,5 +45,23 @@ class Store(Protocol):
     def count_by_state(self) -> dict[tuple[str, str], int]: ...
 
     def bump_counter(self, name: str) -> int: ...
+
+    # -- batches (the items themselves are ordinary jobs) --
+
+    def insert_batch(self, batch: BatchRecord) -> bool: ...  # False: the id is taken
+
+    def get_batch(self, batch_id: str) -> BatchRecord | None: ...
+
+    def delete_batch(self, batch_id: str) -> None: ...
+
+    def delete_empty_batches(self) -> int: ...
+
+    def batch_counts(self, batch: BatchRecord) -> dict[str, int]: ...
+
+    def batch_items(self, batch: BatchRecord, limit: int, cursor: int | None) -> tuple[list[JobRecord], int | None]: ...
+
+    def callback_counts(self, batch: BatchRecord, key_prefix: str) -> dict[str, int]: ...
+
+    def items_missing_callback(self, key_prefix: str) -> list[JobRecord]: ...
 
     def close(self) -> None: ...

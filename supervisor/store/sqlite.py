@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.models import JobRecord, JobState
-from supervisor.store.base import JobFilter
+from supervisor.store.base import BatchRecord, JobFilter
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _FIELDS = [f.name for f in dataclasses.fields(JobRecord) if f.name != "seq"]
 _JSON_FIELDS = {"params", "result"}
 
@@ -29,6 +29,24 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_idem ON jobs (requestor, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+
+_BATCHES = """
+CREATE TABLE IF NOT EXISTS batches (
+    id TEXT PRIMARY KEY,
+    job TEXT NOT NULL,
+    requestor TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    request_hash TEXT NOT NULL,
+    callback_job TEXT,
+    created_at REAL NOT NULL
+);
+"""
+
+# Schema version reached -> the DDL that reaches it. Every statement is IF NOT EXISTS, so a
+# step interrupted half-way is simply run again.
+_MIGRATIONS = {1: _SCHEMA, 2: _BATCHES}
+_DONE_STATES = tuple(str(s) for s in JobState if s.done)
+_BATCH_FIELDS = [f.name for f in dataclasses.fields(BatchRecord)]
 
 
 class SchemaTooNew(RuntimeError):
@@ -69,8 +87,9 @@ class SqliteStore:
             raise SchemaTooNew(
                 f"the database has schema version {version}, this runspace knows up to {SCHEMA_VERSION}; upgrade runspace"
             )
-        self._db.executescript(_SCHEMA)
-        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            self._db.executescript(_MIGRATIONS[target])
+            self._db.execute(f"PRAGMA user_version={target}")
 
     def insert(self, records: list[JobRecord]) -> None:
         cols = ", ".join(_FIELDS)
@@ -128,6 +147,71 @@ class SqliteStore:
             (name,),
         )
         return self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0]
+
+    # -- batches ----------------------------------------------------------------------
+
+    def insert_batch(self, batch: BatchRecord) -> bool:
+        values = [getattr(batch, name) for name in _BATCH_FIELDS]
+        marks = ", ".join("?" for _ in _BATCH_FIELDS)
+        try:
+            self._db.execute(f"INSERT INTO batches ({', '.join(_BATCH_FIELDS)}) VALUES ({marks})", values)
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def get_batch(self, batch_id: str) -> BatchRecord | None:
+        row = self._db.execute("SELECT * FROM batches WHERE id = ?", (batch_id,)).fetchone()
+        return BatchRecord(**{name: row[name] for name in _BATCH_FIELDS}) if row else None
+
+    def delete_batch(self, batch_id: str) -> None:
+        self._db.execute("DELETE FROM batches WHERE id = ?", (batch_id,))
+
+    def delete_empty_batches(self) -> int:
+        """A batch row is written just before its items; one without items is a request that died between."""
+        cur = self._db.execute(
+            "DELETE FROM batches WHERE NOT EXISTS "
+            "(SELECT 1 FROM jobs WHERE jobs.batch_id = batches.id AND jobs.requestor = batches.requestor)"
+        )
+        return cur.rowcount
+
+    def batch_counts(self, batch: BatchRecord) -> dict[str, int]:
+        rows = self._db.execute(
+            "SELECT state, COUNT(*) FROM jobs WHERE batch_id = ? AND requestor = ? GROUP BY state",
+            (batch.id, batch.requestor),
+        )
+        return {state: n for state, n in rows}
+
+    def batch_items(self, batch: BatchRecord, limit: int, cursor: int | None) -> tuple[list[JobRecord], int | None]:
+        """Items in the order they were submitted (ascending seq); the cursor is the last seq seen."""
+        rows = self._db.execute(
+            "SELECT * FROM jobs WHERE batch_id = ? AND requestor = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (batch.id, batch.requestor, cursor or 0, limit + 1),
+        ).fetchall()
+        records = [_from_row(r) for r in rows[:limit]]
+        next_cursor = records[-1].seq if len(rows) > limit and records else None
+        return records, next_cursor
+
+    def callback_counts(self, batch: BatchRecord, key_prefix: str) -> dict[str, int]:
+        rows = self._db.execute(
+            "SELECT cb.state, COUNT(*) FROM jobs item JOIN jobs cb "
+            "ON cb.requestor = item.requestor AND cb.idempotency_key = ? || item.id "
+            "WHERE item.batch_id = ? AND item.requestor = ? GROUP BY cb.state",
+            (key_prefix, batch.id, batch.requestor),
+        )
+        return {state: n for state, n in rows}
+
+    def items_missing_callback(self, key_prefix: str) -> list[JobRecord]:
+        """Ended items of batches with a callback whose callback job was never created."""
+        marks = ", ".join("?" for _ in _DONE_STATES)
+        rows = self._db.execute(
+            "SELECT item.* FROM batches b JOIN jobs item "
+            "ON item.batch_id = b.id AND item.requestor = b.requestor "
+            f"WHERE b.callback_job IS NOT NULL AND item.state IN ({marks}) AND NOT EXISTS "
+            "(SELECT 1 FROM jobs cb WHERE cb.requestor = item.requestor AND cb.idempotency_key = ? || item.id) "
+            "ORDER BY item.seq",
+            (*_DONE_STATES, key_prefix),
+        )
+        return [_from_row(r) for r in rows]
 
     def close(self) -> None:
         self._db.close()

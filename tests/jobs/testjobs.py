@@ -73,8 +73,8 @@ def spawn_tree(params: Tree, ctx: JobContext) -> None:
         "time.sleep(float(sys.argv[3]))\n"
     )
     for mode in ("ignore", "setsid", "double"):
-        subprocess.Popen([sys.executable, "-c", code, mode, params.pidfile, str(params.seconds)],
-                         start_new_session=(mode == "setsid"))
+        subprocess.Popen([sys.executable, "-c", code, mode, params.pidfile, str(params.seconds)])
+        # 'setsid' mode leaves the job's session by itself (Popen's start_new_session would make that fail)
     deadline = time.time() + 10
     while time.time() < deadline:
         if Path(params.pidfile).exists() and len(Path(params.pidfile).read_text().split()) >= 3:

@@ -1,0 +1,124 @@
+"""Jobs per second, submit → all done: command jobs vs tsp / nq / the Popen floor, Python jobs vs RQ."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+
+from bench.context import Context
+from bench.harness import RunspaceDaemon, wait_for
+from bench.peers import Nq, RqPeer, Tsp, have, have_rq
+from bench.report import Row
+
+_METRIC = re.compile(r'^runspace_jobs\{job="([^"]+)",state="([^"]+)"\} (\d+)$', re.M)
+
+
+def finished_count(d: RunspaceDaemon, job: str) -> int:
+    text = d.client.get("/metrics")
+    return sum(int(n) for name, state, n in _METRIC.findall(text) if name == job and state not in ("queued", "running"))
+
+
+def runspace_rate(d: RunspaceDaemon, job: str, count: int, timeout: float = 300) -> float:
+    before = finished_count(d, job)
+    start = time.perf_counter()
+    for _ in range(count):
+        d.client.submit(job)
+    wait_for(lambda: finished_count(d, job) - before >= count, timeout, 0.02, what=f"{count} {job} jobs")
+    return count / (time.perf_counter() - start)
+
+
+def tsp_rate(ctx: Context, count: int, slots: int) -> float:
+    tsp = Tsp(ctx.dir("tsp"), slots).start()
+    try:
+        start = time.perf_counter()
+        for _ in range(count):
+            tsp.submit("true")
+        tsp.wait_finished(count, 300)
+        return count / (time.perf_counter() - start)
+    finally:
+        tsp.stop()
+
+
+def nq_rate(ctx: Context, count: int) -> float:
+    nq = Nq(ctx.dir("nq"))
+    start = time.perf_counter()
+    for _ in range(count):
+        nq.submit("true")
+    nq.wait_all()
+    return count / (time.perf_counter() - start)
+
+
+def popen_floor(count: int, in_flight: int) -> float:
+    """`/bin/true` started with subprocess.Popen from one Python process, `in_flight` at a time."""
+    start = time.perf_counter()
+    running: list[subprocess.Popen[bytes]] = []
+    for _ in range(count):
+        if len(running) >= in_flight:
+            os.wait()  # any child; then drop the ones that have ended
+            running = [p for p in running if p.poll() is None]
+        running.append(subprocess.Popen(["/bin/true"]))
+    for proc in running:
+        proc.wait()
+    return count / (time.perf_counter() - start)
+
+
+def command_jobs(ctx: Context, d8: RunspaceDaemon) -> list[Row]:
+    n, serial = ctx.sizes.command_jobs, ctx.sizes.serial_jobs
+    rows = []
+    rs = runspace_rate(d8, "true_cmd", n)
+    peers = {"tsp -S 8": tsp_rate(ctx, n, 8) if have("tsp") else None, "Popen floor": popen_floor(n, 8)}
+    row = Row(f"{n:,} `true` command jobs, concurrency 8", "submit → all done", "jobs/s", "higher", rs, peers,
+              target="≥ 1.5× tsp; ≥ 50 % of floor")
+    tsp_adv, floor_share = row.advantage("tsp -S 8"), row.advantage("Popen floor")
+    row.met = None if tsp_adv is None else (tsp_adv >= 1.5 and (floor_share or 0) >= 0.5)
+    rows.append(row)
+
+    rs_serial = runspace_rate(d8, "true_serial", serial)
+    peers = {"nq": nq_rate(ctx, serial) if have("nq") else None,
+             "tsp -S 1": tsp_rate(ctx, serial, 1) if have("tsp") else None}
+    rows.append(Row(f"{serial:,} `true` command jobs, serial", "submit → all done", "jobs/s", "higher",
+                    rs_serial, peers, note="runspace: a type with concurrency=1"))
+    return rows
+
+
+def python_jobs(ctx: Context) -> list[Row]:
+    n = ctx.sizes.python_jobs
+    d2 = RunspaceDaemon(ctx.dir("runspace-c2"), max_concurrency="2").start()
+    try:
+        runspace_rate(d2, "noop", 10)  # warm-up: first jobs pay one-off imports
+        rs = runspace_rate(d2, "noop", n)
+    finally:
+        d2.stop()
+    rq_rate = None
+    if have_rq():
+        rq = RqPeer(ctx.dir("rq-c2"), workers=2).start()
+        try:
+            from bench import rq_tasks
+
+            for _ in range(10):
+                rq.queue.enqueue(rq_tasks.noop)
+            wait_for(lambda: rq.finished_count() >= 10, 60, 0.02, what="RQ warm-up")
+            start = time.perf_counter()
+            for _ in range(n):
+                rq.queue.enqueue(rq_tasks.noop)
+            wait_for(lambda: rq.finished_count() >= 10 + n, 300, 0.02, what=f"{n} RQ jobs")
+            rq_rate = n / (time.perf_counter() - start)
+        finally:
+            rq.stop()
+    row = Row(f"{n:,} no-op Python jobs, concurrency 2", "submit → all done", "jobs/s", "higher", rs,
+              {"RQ fork worker ×2": rq_rate}, target="≥ 4× RQ")
+    adv = row.advantage("RQ fork worker ×2")
+    row.met = None if adv is None else adv >= 4
+    return [row]
+
+
+def run(ctx: Context) -> list[Row]:
+    d8 = RunspaceDaemon(ctx.dir("runspace-c8"), max_concurrency="8").start()
+    try:
+        runspace_rate(d8, "true_cmd", 10)  # warm-up
+        rows = command_jobs(ctx, d8)
+    finally:
+        d8.stop()
+    return rows + python_jobs(ctx)

@@ -1,0 +1,129 @@
+"""Several daemons on one PostgreSQL store: the lease and notification tasks of one member.
+
+`Cluster.join()` renews the lease before the scheduler recovers (so survivors never
+settle jobs this host is about to re-adopt); `run()` then keeps the lease, settles
+dead hosts, and turns NOTIFY messages into scheduler wake-ups, finished-job events and
+forwarded cancels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+import psycopg
+from loguru import logger
+
+from supervisor.errors import NotFound
+from supervisor.hosts import HostLease, SettledJob
+from supervisor.models import JobState
+from supervisor.registry import Registry
+from supervisor.scheduler import Scheduler
+from supervisor.settings import Settings
+from supervisor.shared_queue import CANCEL_CHANNEL, FALLBACK_POLL, SharedQueue
+from supervisor.store.postgres import JOB_CHANNEL, PostgresStore
+from supervisor.userlog import UserLog
+
+_RECONNECT_DELAY = 1.0
+
+
+class Cluster:
+    def __init__(self, store: PostgresStore, settings: Settings, registry: Callable[[], Registry]) -> None:
+        self.store = store
+        self.host_id = settings.host_id
+        self.queue = SharedQueue(store, settings.host_id, registry)
+        self.lease = HostLease(store, settings.host_id, settings.lease_ttl)
+
+    def join(self) -> None:
+        self.lease.renew()
+        logger.info("host {} joined the shared queue (lease {:g} s)", self.host_id, self.lease.ttl)
+
+    async def run(self, scheduler: Scheduler, user_log: UserLog) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._keep_lease, scheduler, user_log)
+            tg.start_soon(self._listen, scheduler)
+
+    # -- lease -------------------------------------------------------------------------
+
+    async def _keep_lease(self, scheduler: Scheduler, user_log: UserLog) -> None:
+        interval = self.lease.ttl / 3  # two renewals may fail before the lease expires
+        while True:
+            await anyio.sleep(interval)
+            try:
+                self.lease.renew()
+                settled = self.lease.settle_dead_hosts()
+            except psycopg.Error as exc:
+                logger.error("cannot renew the lease of host {}: {}", self.host_id, exc)
+                continue
+            for item in settled:
+                _report_settled(item, scheduler, user_log)
+            self._sweep_cancels(scheduler)
+
+    def _sweep_cancels(self, scheduler: Scheduler) -> None:
+        """Act on cancel requests whose NOTIFY this host missed (listener reconnecting)."""
+        rows = self.store.connection().execute(
+            "SELECT id FROM jobs WHERE processed_by = %s AND state = 'running' AND cancel_requested",
+            (self.host_id,)).fetchall()
+        for row in rows:
+            self._cancel_here(scheduler, row["id"])
+
+    def _cancel_here(self, scheduler: Scheduler, job_id: str) -> None:
+        if job_id not in scheduler.running:
+            return
+        rec = self.store.get(job_id)
+        if rec is None:
+            return
+        logger.info("job {}: cancel requested through another host", job_id)
+        try:
+            scheduler.cancel(rec)
+        except NotFound:
+            pass
+
+    # -- notifications ------------------------------------------------------------------
+
+    async def _listen(self, scheduler: Scheduler) -> None:
+        while True:
+            try:
+                await self._listen_once(scheduler)
+            except psycopg.Error as exc:
+                logger.error("LISTEN connection lost ({}); reconnecting", exc)
+            await anyio.sleep(_RECONNECT_DELAY)
+            scheduler.wake()  # notifications may have been missed meanwhile
+
+    async def _listen_once(self, scheduler: Scheduler) -> None:
+        async with await psycopg.AsyncConnection.connect(self.store.url, autocommit=True) as conn:
+            await conn.execute(f"LISTEN {JOB_CHANNEL}")
+            await conn.execute(f"LISTEN {CANCEL_CHANNEL}")
+            while True:
+                async for note in conn.notifies(timeout=FALLBACK_POLL * 5):
+                    self._on_notify(scheduler, note.channel, note.payload)
+
+    def _on_notify(self, scheduler: Scheduler, channel: str, payload: str) -> None:
+        first, _, second = payload.partition(" ")
+        if channel == CANCEL_CHANNEL:
+            if first == self.host_id:
+                self._cancel_here(scheduler, second)
+            return
+        done = second not in (JobState.QUEUED, JobState.RUNNING)
+        if first != "-":
+            scheduler.on_remote_change(first, done)
+        if second == JobState.QUEUED or done:  # new work, or a slot or key freed on some host
+            scheduler.wake()
+
+
+def _report_settled(item: SettledJob, scheduler: Scheduler, user_log: UserLog) -> None:
+    rec = item.rec
+    if rec.state == JobState.LOST:
+        logger.warning("job {}: lost with host {} (lease expired)", rec.id, item.dead_host)
+        user_log.event(rec, f"lost: {rec.error_message}")
+        scheduler.stats[f"{rec.job}|{rec.state}"] += 1
+        scheduler.stats["kill|daemon_lost"] += 1
+        for hook in scheduler.on_finished:  # e.g. batch callbacks: the dead host cannot run them
+            try:
+                hook(rec)
+            except Exception:
+                logger.exception("on_finished hook {} failed for job {}", hook, rec.id)
+    else:
+        logger.warning("job {}: re-queued after host {} died (attempt {} of {})", rec.id, item.dead_host,
+                       rec.attempt, rec.max_attempts)
+        user_log.event(rec, f"attempt {rec.attempt} lost with host {item.dead_host}; re-queued")

@@ -1,0 +1,137 @@
+"""The queue of a shared (PostgreSQL) store: the rows are the queue, and a claim is one transaction.
+
+It stands in for the in-memory JobQueue: `pick()` claims the next eligible job with
+`SELECT … FOR UPDATE SKIP LOCKED`, so a job runs on exactly one host; `push()` has
+nothing to do (the insert already notified every host); `remove()` cancels in SQL.
+Per-type concurrency and per-key serialisation are checked against the running rows
+of all hosts, under advisory locks so two hosts cannot both take the last slot.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from loguru import logger
+
+from supervisor.models import JobRecord
+from supervisor.registry import Registry
+from supervisor.store.postgres import PostgresStore, record_from_row
+
+CANCEL_CHANNEL = "runspace_cancel"  # payload "<host id> <job id>": the owning host kills the job
+FALLBACK_POLL = 2.0  # seconds; NOTIFY does the real waking, this covers a missed notification
+_CANDIDATES = 32  # rows locked per claim; other hosts skip them and take the next ones
+_TYPE_LOCKS, _KEY_LOCKS = 0x52530001, 0x52530002  # advisory lock namespaces
+_AGING_SECONDS = 60.0  # as supervisor/queue.py: one priority level per minute waited
+
+
+class SharedQueue:
+    def __init__(self, store: PostgresStore, host_id: str, registry: Callable[[], Registry]) -> None:
+        self._store = store
+        self._host = host_id
+        self._registry = registry
+        self._contended = False  # a candidate was skipped because another host held its lock
+
+    def __len__(self) -> int:
+        row = self._store.connection().execute("SELECT count(*) AS n FROM jobs WHERE state = 'queued'").fetchone()
+        return int(row["n"]) if row else 0
+
+    def __contains__(self, job_id: str) -> bool:
+        row = self._store.connection().execute(
+            "SELECT 1 FROM jobs WHERE id = %s AND state = 'queued'", (job_id,)).fetchone()
+        return row is not None
+
+    def push(self, rec: JobRecord) -> None:
+        """Nothing to do: the row is already queued and its insert or update notified every host."""
+
+    def remove(self, job_id: str) -> JobRecord | None:
+        """Cancel a job that no host has claimed yet; None when it is running (or ended) already."""
+        row = self._store.connection().execute(
+            "UPDATE jobs SET state = 'cancelled' WHERE id = %s AND state = 'queued' RETURNING *", (job_id,)
+        ).fetchone()
+        return record_from_row(row) if row else None
+
+    def forward_cancel(self, rec: JobRecord) -> bool:
+        """Ask the host running `rec` to cancel it; False when no other host runs it."""
+        with self._store.transaction() as db:
+            row = db.execute(
+                "UPDATE jobs SET cancel_requested = TRUE WHERE id = %s AND state = 'running' "
+                "AND processed_by IS DISTINCT FROM %s RETURNING processed_by", (rec.id, self._host)
+            ).fetchone()
+            if row is None:
+                return False
+            db.execute("SELECT pg_notify(%s, %s)", (CANCEL_CHANNEL, f"{row['processed_by']} {rec.id}"))
+        logger.info("job {}: cancel forwarded to host {}", rec.id, row["processed_by"])
+        return True
+
+    def next_not_before(self) -> float | None:
+        now = time.time()
+        if self._contended:
+            self._contended = False
+            return now + 0.05
+        row = self._store.connection().execute(
+            "SELECT min(not_before) AS t FROM jobs WHERE state = 'queued' AND not_before > %s", (now,)
+        ).fetchone()
+        soonest = row["t"] if row and row["t"] is not None else None
+        return min(soonest, now + FALLBACK_POLL) if soonest else now + FALLBACK_POLL
+
+    def pick(self, eligible: Callable[[JobRecord], bool]) -> JobRecord | None:
+        """Claim one job for this host, or None. `eligible` applies this host's own limits first."""
+        now = time.time()
+        try:
+            with self._store.transaction() as db:
+                rows = db.execute(
+                    "SELECT * FROM jobs WHERE state = 'queued' AND not_before <= %s "
+                    "ORDER BY priority + (%s - requested_at) / %s DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED",
+                    (now, now, _AGING_SECONDS, _CANDIDATES),
+                ).fetchall()
+                for row in rows:
+                    rec = record_from_row(row)
+                    if eligible(rec) and self._claimable(db, rec):
+                        self._claim(db, rec, now)
+                        return rec
+        except psycopg.OperationalError as exc:
+            logger.error("cannot claim from the shared queue: {}", exc)
+        return None
+
+    def _claimable(self, db: psycopg.Connection[Any], rec: JobRecord) -> bool:
+        jt = self._registry().types.get(rec.job)
+        limit = jt.options.concurrency if jt else None
+        if limit:
+            if not self._try_lock(db, _TYPE_LOCKS, rec.job):
+                return False
+            row = db.execute("SELECT count(*) AS n FROM jobs WHERE state = 'running' AND job = %s",
+                             (rec.job,)).fetchone()
+            if row and row["n"] >= limit:
+                return False
+        if rec.concurrency_key is not None:
+            if not self._try_lock(db, _KEY_LOCKS, f"{rec.job}\x1f{rec.concurrency_key}"):
+                return False
+            # Busy when one runs anywhere, or an older one of the key still waits (FIFO per key).
+            row = db.execute(
+                "SELECT 1 FROM jobs WHERE job = %s AND concurrency_key = %s "
+                "AND (state = 'running' OR (state = 'queued' AND seq < %s)) LIMIT 1",
+                (rec.job, rec.concurrency_key, rec.seq),
+            ).fetchone()
+            if row is not None:
+                return False
+        return True
+
+    def _try_lock(self, db: psycopg.Connection[Any], space: int, name: str) -> bool:
+        # try-lock, never wait: two claims locking type and key in opposite orders cannot deadlock.
+        row = db.execute("SELECT pg_try_advisory_xact_lock(%s, hashtext(%s)) AS ok", (space, name)).fetchone()
+        if row is None or not row["ok"]:
+            self._contended = True
+            return False
+        return True
+
+    def _claim(self, db: psycopg.Connection[Any], rec: JobRecord, now: float) -> None:
+        # The same values Scheduler._start writes next; written here so the claim is atomic.
+        db.execute(
+            "UPDATE jobs SET state = 'running', attempt = attempt + 1, started_at = %s, processed_by = %s, "
+            "pid = NULL, pid_started = NULL, cancel_requested = FALSE, updated_at = %s WHERE id = %s",
+            (now, self._host, now, rec.id),
+        )
+        rec.processed_by = self._host  # the store's fence lets only the claiming host write the row

@@ -1,0 +1,124 @@
+"""The `runspace` command line: output, --json, and the exit codes of CONTRACT §6."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT, DaemonProcess
+
+
+def test_submit_wait_succeeded_exits_0_and_prints_result(daemon: DaemonProcess) -> None:
+    out = daemon.cli("submit", "echo", "value=7", "--wait", "20", "--json")
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout)
+    assert status["state"] == "succeeded" and status["result"]["value"] == "7"
+
+
+def test_submit_without_wait_prints_id_then_status_and_wait_work(daemon: DaemonProcess) -> None:
+    out = daemon.cli("submit", "echo", "value=1", "delay=0.3")
+    assert out.returncode == 0, out.stderr
+    job_id = out.stdout.strip()
+    waited = daemon.cli("wait", job_id, "--json")
+    assert waited.returncode == 0 and json.loads(waited.stdout)["state"] == "succeeded"
+    shown = daemon.cli("status", job_id)
+    assert shown.returncode == 0 and "succeeded" in shown.stdout
+
+
+def test_failed_job_exits_1(daemon: DaemonProcess) -> None:
+    out = daemon.cli("submit", "fail", "message=nope", "--wait", "20")
+    assert out.returncode == 1
+    assert "ValueError: nope" in out.stdout
+
+
+def test_invalid_params_exit_2_with_one_line_per_field(daemon: DaemonProcess) -> None:
+    out = daemon.cli("submit", "sleep", "seconds=later")
+    assert out.returncode == 2
+    assert "params.seconds" in out.stderr and "Traceback" not in out.stderr
+    assert daemon.cli("submit", "no_such_job").returncode == 2
+    assert daemon.cli("submit", "echo", "novalue").returncode == 2
+
+
+def test_timed_out_job_exits_124(daemon: DaemonProcess) -> None:
+    out = daemon.cli("submit", "spawn_tree", f"pidfile={daemon.base / 'pids'}", "seconds=60", "--wait", "30")
+    assert out.returncode == 124, out.stdout + out.stderr
+
+
+def test_cancel_kills_the_job_and_exit_code_1_on_wait(daemon: DaemonProcess) -> None:
+    job_id = daemon.cli("submit", "sleep", "seconds=60").stdout.strip()
+    from tests.conftest import wait_until
+
+    pid = wait_until(lambda: daemon.client.status(job_id)["pid"], what="job to start")
+    out = daemon.cli("cancel", job_id, "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["state"] == "cancelled"
+    assert not _alive(pid)
+    assert daemon.cli("wait", job_id).returncode == 1
+
+
+def test_daemon_unreachable_exits_3_naming_socket(tmp_path: Path) -> None:
+    sock = tmp_path / "nobody.sock"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RUNSPACE_SOCKET": str(sock)}
+    out = subprocess.run([sys.executable, "-m", "supervisor", "status", "0123456789abcdef0123"],
+                         env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 3
+    assert str(sock) in out.stderr and "runspace daemon" in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_params_from_stdin_and_json_values(daemon: DaemonProcess) -> None:
+    out = daemon.cli("submit", "echo", "--params", "-", "--wait", "20", "--json", input='{"value": [1, 2]}')
+    assert json.loads(out.stdout)["result"]["value"] == [1, 2]
+    out = daemon.cli("submit", "echo", 'value={"a": 1}', "--wait", "20", "--json")
+    assert json.loads(out.stdout)["result"]["value"] == {"a": 1}
+
+
+def test_list_logs_and_jobs_commands(daemon: DaemonProcess) -> None:
+    job_id = json.loads(daemon.cli("submit", "fail", "--wait", "20", "--json").stdout)["id"]
+    listed = json.loads(daemon.cli("list", "--json").stdout)
+    assert listed["items"][0]["id"] == job_id
+    assert "about to fail" in daemon.cli("logs", job_id).stdout
+    types = daemon.cli("jobs")
+    assert types.returncode == 0 and "create_home_dir(" in types.stdout
+
+
+def test_run_inline_without_daemon(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RUNSPACE_SOCKET": str(tmp_path / "none.sock"),
+           "RUNSPACE_JOBS_PATH": str(ROOT / "tests" / "jobs")}
+    out = subprocess.run([sys.executable, "-m", "supervisor", "run", "steps", "steps=2", "delay=0", "--debug"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"steps": 2}
+    assert "[progress] 2/2 step 2" in out.stderr
+    bad = subprocess.run([sys.executable, "-m", "supervisor", "run", "steps", "steps=many"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "params.steps" in bad.stderr
+
+
+def test_run_debug_breakpoint_stops_in_pdb(tmp_path: Path) -> None:
+    """`breakpoint()` inside a job drops into pdb in this terminal process."""
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "bp.py").write_text(
+        "from pydantic import BaseModel\nfrom supervisor import job\n"
+        "class P(BaseModel):\n    x: int = 1\n"
+        "@job()\ndef bp(params: P, ctx) -> int:\n    y = params.x * 21\n    breakpoint()\n    return y\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RUNSPACE_JOBS_PATH": str(jobs)}
+    env.pop("PYTHONBREAKPOINT", None)
+    out = subprocess.run([sys.executable, "-m", "supervisor", "run", "bp", "x=2", "--debug"], env=env,
+                         input="p y\nc\n", capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "(Pdb)" in out.stdout and "42" in out.stdout
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

@@ -1,0 +1,106 @@
+"""Progress: ctx.progress and the command-job protocol reach the status object quickly; the CLI shows it."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+from tests.conftest import DaemonProcess
+
+
+def watch(daemon: DaemonProcess, job_id: str, timeout: float = 30) -> list[tuple[float, dict]]:
+    """Every distinct progress state the status object shows, with when it was first seen."""
+    seen: list[tuple[float, dict]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = daemon.client.status(job_id)
+        if not seen or status["progress"] != seen[-1][1]["progress"]:
+            seen.append((time.time(), status))
+        if status["done"]:
+            return seen
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} did not end in {timeout} s")
+
+
+def test_progress_fields_move_and_reach_100_percent(daemon: DaemonProcess) -> None:
+    job_id = daemon.submit("steps", {"steps": 5, "delay": 0.3})["id"]
+    seen = [status for _, status in watch(daemon, job_id)]
+    moving = [s for s in seen if s["progress"] is not None]
+    assert [s["progress"] for s in moving] == sorted({s["progress"] for s in moving})  # only forward
+    assert len(moving) >= 3, f"progress did not move: {[s['progress'] for s in seen]}"
+    assert [s["percent_complete"] for s in moving][:1] != [100.0]
+    final = seen[-1]
+    assert final["state"] == "succeeded"
+    assert (final["progress"], final["total"], final["percent_complete"], final["message"]) == (5, 5, 100.0, "step 5")
+    assert moving[0]["updated_at"] < final["updated_at"]
+
+
+def test_progress_reaches_the_status_within_half_a_second(daemon: DaemonProcess) -> None:
+    job_id = daemon.submit("timed_steps", {"steps": 5, "delay": 0.6})["id"]
+    seen = watch(daemon, job_id)
+    reported = daemon.client.status(job_id)["result"]["times"]
+    first_seen = {status["progress"]: at for at, status in seen if status["progress"] is not None}
+    latencies = [first_seen[n] - reported[n - 1] for n in range(1, 6) if n in first_seen]
+    print(f"\nprogress latency (s): {[round(x, 3) for x in latencies]}")
+    assert len(latencies) >= 4
+    assert statistics.median(latencies) < 0.5
+    assert max(latencies) < 1.5  # generous: a noisy shared machine can stall any single poll
+
+
+def test_command_job_progress_protocol(daemon: DaemonProcess) -> None:
+    job_id = daemon.submit("shell_progress", {"steps": 4, "delay": 0.3})["id"]
+    seen = [status for _, status in watch(daemon, job_id)]
+    assert len([s for s in seen if s["progress"] is not None]) >= 2
+    final = seen[-1]
+    assert final["state"] == "succeeded" and final["percent_complete"] == 100.0 and final["message"] == "step 4"
+    assert "::progress" not in daemon.client.log(job_id)  # protocol lines are not output
+
+
+PLAIN = re.compile(r"^steps (?P<id>[0-9a-f]{20}) (?P<state>\w+) (?P<pct>[\d.]+)% \((?P<done>\d+)/5\) "
+                   r"step (?P=done) \[\d+:\d\d:\d\d\]$")
+
+
+def test_cli_wait_prints_plain_progress_lines_when_not_a_tty(daemon: DaemonProcess) -> None:
+    job_id = daemon.submit("steps", {"steps": 5, "delay": 0.4})["id"]
+    out = daemon.cli("wait", job_id)
+    assert out.returncode == 0, out.stderr
+    lines = [PLAIN.match(line) for line in out.stderr.splitlines() if "%" in line]
+    assert lines and all(lines), out.stderr
+    assert len(lines) >= 2 and lines[-1]["pct"] == "100.0" and lines[-1]["state"] == "succeeded"
+    assert "\x1b[" not in out.stderr  # no terminal control codes in a pipe
+    assert out.stdout.startswith(f"{job_id}  steps  succeeded")
+
+
+def test_submit_follow_shows_progress_then_the_result(daemon: DaemonProcess) -> None:
+    out = daemon.cli("submit", "steps", "steps=3", "delay=0.3", "--follow")
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"100\.0% \(3/3\) step 3", out.stderr), out.stderr
+    assert "result: " in out.stdout
+
+
+def test_cli_wait_draws_a_bar_with_percent_message_and_elapsed_on_a_tty(daemon: DaemonProcess) -> None:
+    job_id = daemon.submit("steps", {"steps": 4, "delay": 0.3})["id"]
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "supervisor", "wait", job_id], env={**daemon.env, "COLUMNS": "120"},
+                            stdout=subprocess.PIPE, stderr=follower, cwd=daemon.base)
+    os.close(follower)
+    screen = b""
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # EIO: the other side closed
+            break
+        if not data:
+            break
+        screen += data
+    proc.wait(timeout=30)
+    os.close(leader)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
+    assert proc.returncode == 0
+    assert "100%" in text and "step 4" in text and re.search(r"0:00:0\d", text), text
+    assert "━" in text  # the bar itself

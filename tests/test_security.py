@@ -1,0 +1,356 @@
+"""Identity and multi-user security: who may call, who sees what, whom jobs run as, what is trusted.
+
+The multi-user tests need root: they create two throw-away users and a group with
+useradd/groupadd and act as those users from forked, setuid'd children that talk to the
+daemon's socket like any other client would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from supervisor.client import Client
+from supervisor.errors import RunspaceError
+from tests.conftest import ROOT, TEST_JOBS, TEST_MARKER, DaemonProcess, wait_until
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="creates users and switches uids: run the suite as root")
+
+
+@dataclass(frozen=True)
+class LocalUser:
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+
+@dataclass(frozen=True)
+class LocalUsers:
+    alice: LocalUser
+    bob: LocalUser
+    group: str
+    group_gid: int
+
+
+def _run(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def users() -> Iterator[LocalUsers]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create users")
+    if not shutil.which("useradd"):
+        pytest.skip("useradd is not installed")
+    tag = uuid.uuid4().hex[:6]
+    group, names = f"rsg{tag}", (f"rsa{tag}", f"rsb{tag}")
+    _run("groupadd", group)
+    created: list[str] = []
+    try:
+        for name in names:
+            _run("useradd", "--create-home", "--shell", "/bin/sh", "--groups", group, name)
+            created.append(name)
+        found = [pwd.getpwnam(n) for n in names]
+        yield LocalUsers(*(LocalUser(p.pw_name, p.pw_uid, p.pw_gid, p.pw_dir) for p in found),
+                        group, __import__("grp").getgrnam(group).gr_gid)
+    finally:
+        for name in created:
+            subprocess.run(["userdel", "-r", name], capture_output=True, timeout=60)
+        subprocess.run(["groupdel", group], capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def shared_base() -> Iterator[Path]:
+    """A daemon base dir other users can pass through (pytest's tmp_path is root-only)."""
+    base = Path(tempfile.mkdtemp(prefix="runspace-sec-"))
+    os.chmod(base, 0o711)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def multiuser(users: LocalUsers, shared_base: Path, make_daemon: Callable[..., DaemonProcess]) -> Callable[..., DaemonProcess]:
+    """A root daemon whose socket the test users' group may open."""
+
+    def start(**env: str) -> DaemonProcess:
+        return make_daemon(shared_base / uuid.uuid4().hex[:6], RUNSPACE_SOCKET_GROUP=users.group,
+                           RUNSPACE_JOB_ENV_PASSTHROUGH=TEST_MARKER, **env)
+
+    return start
+
+
+def as_user(user: LocalUser, daemon: DaemonProcess, action: Callable[[Client], Any]) -> dict[str, Any]:
+    """Run `action(client)` in a forked child that has become `user`; returns {"value"} or {"error"}."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.close(read_end)
+            os.setgroups(os.getgrouplist(user.name, user.gid))
+            os.setgid(user.gid)
+            os.setuid(user.uid)
+            try:
+                with Client(daemon.socket) as client:
+                    out: dict[str, Any] = {"value": action(client)}
+            except RunspaceError as exc:
+                out = {"error": type(exc).__name__, "detail": exc.detail}
+            except OSError as exc:
+                out = {"error": type(exc).__name__, "detail": str(exc)}
+            os.write(write_end, json.dumps(out, default=str).encode())
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            os.write(write_end, json.dumps({"error": "crash", "detail": repr(exc)}).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    chunks = []
+    with os.fdopen(read_end, "rb") as reader:
+        chunks.append(reader.read())
+    os.waitpid(pid, 0)
+    return json.loads(b"".join(chunks))
+
+
+def value(reply: dict[str, Any]) -> Any:
+    assert "value" in reply, f"expected success, got {reply}"
+    return reply["value"]
+
+
+# -- identity and authorization --------------------------------------------------------
+
+
+@needs_root
+def test_each_user_sees_only_their_own_jobs(users: LocalUsers, multiuser) -> None:
+    d = multiuser(RUNSPACE_ALLOWED_USERS=f"{users.alice.name},{users.bob.name}")
+    a_job = value(as_user(users.alice, d, lambda c: c.submit("echo", {"value": "a"}, wait=30)[1]))
+    b_job = value(as_user(users.bob, d, lambda c: c.submit("echo", {"value": "b"}, wait=30)[1]))
+    assert a_job["requestor"] == users.alice.name and b_job["requestor"] == users.bob.name
+
+    seen_by_alice = value(as_user(users.alice, d, lambda c: [j["id"] for j in c.list(limit=100)["items"]]))
+    assert seen_by_alice == [a_job["id"]]
+    for peek in (lambda c: c.status(b_job["id"]), lambda c: c.log(b_job["id"]),
+                 lambda c: c.wait(b_job["id"], 1), lambda c: c.cancel(b_job["id"])):
+        assert as_user(users.alice, d, peek)["error"] == "NotFound", "another user's job must look missing"
+
+    admin_sees = {j["id"] for j in d.client.list(limit=100)["items"]}  # the test runs as root: an admin
+    assert {a_job["id"], b_job["id"]} <= admin_sees
+
+
+@needs_root
+def test_cancel_own_running_job(users: LocalUsers, multiuser) -> None:
+    d = multiuser(RUNSPACE_ALLOWED_USERS=users.alice.name)
+    job = value(as_user(users.alice, d, lambda c: c.submit("sleep", {"seconds": 60})[1]))
+    wait_until(lambda: d.client.status(job["id"])["state"] == "running", 20, what="job running")
+    cancelled = value(as_user(users.alice, d, lambda c: c.cancel(job["id"])))
+    final = d.wait(cancelled["id"])
+    assert final["state"] == "cancelled"
+
+
+@needs_root
+def test_non_allowed_user_gets_403_and_allowed_user_reads_health_and_metrics(users: LocalUsers, multiuser) -> None:
+    d = multiuser(RUNSPACE_ALLOWED_USERS=users.alice.name)
+    for action in (lambda c: c.request("GET", "/healthz").json(), lambda c: c.request("GET", "/metrics").text,
+                   lambda c: c.submit("echo", {}), lambda c: c.list()):
+        reply = as_user(users.bob, d, action)
+        assert reply["error"] == "NotAllowed", reply
+        assert users.bob.name in reply["detail"]
+    assert value(as_user(users.alice, d, lambda c: c.request("GET", "/healthz").json()))["status"] == "ok"
+    assert "runspace_queue_depth" in value(as_user(users.alice, d, lambda c: c.request("GET", "/metrics").text))
+
+
+@needs_root
+def test_allowed_group_admits_its_members(users: LocalUsers, multiuser) -> None:
+    d = multiuser(RUNSPACE_ALLOWED_GROUPS=users.group)
+    for user in (users.alice, users.bob):
+        assert value(as_user(user, d, lambda c: c.request("GET", "/healthz").status_code)) == 200
+
+
+@needs_root
+def test_admin_sees_every_job(users: LocalUsers, multiuser) -> None:
+    d = multiuser(RUNSPACE_ALLOWED_USERS=users.bob.name, RUNSPACE_ADMINS=users.alice.name)
+    b_job = value(as_user(users.bob, d, lambda c: c.submit("echo", {"value": 1}, wait=30)[1]))
+    seen = value(as_user(users.alice, d, lambda c: c.status(b_job["id"])))
+    assert seen["requestor"] == users.bob.name
+
+
+# -- run-as ------------------------------------------------------------------------------
+
+
+@needs_root
+def test_job_runs_as_the_requestor_with_groups_home_and_clean_env(users: LocalUsers, multiuser) -> None:
+    d = multiuser(RUNSPACE_ALLOWED_USERS=users.alice.name)
+    alice = users.alice
+    status = value(as_user(alice, d, lambda c: c.submit("whoami", {}, wait=30)[1]))
+    assert status["state"] == "succeeded", d.client.log(status["id"])
+    got = status["result"]
+    assert (got["uid"], got["euid"], got["gid"]) == (alice.uid, alice.uid, alice.gid)
+    assert users.group_gid in got["groups"] and 0 not in got["groups"]
+    env = got["env"]
+    assert env["HOME"] == alice.home and env["USER"] == env["LOGNAME"] == alice.name
+    assert env["RUNSPACE_JOB_ID"] == status["id"] and env["TMPDIR"] == got["tmpdir"] == got["cwd"]
+    assert set(env) <= {"HOME", "USER", "LOGNAME", "PATH", "LANG", "TMPDIR", "RUNSPACE_JOB_ID", TEST_MARKER,
+                        "PWD", "LC_CTYPE"}, "nothing else of the daemon's environment may leak"
+    assert "NOTIFY_SOCKET" not in env and "RUNSPACE_STATE_DIR" not in env
+    assert status["message"] == "halfway" or status["progress"] is not None
+
+
+@needs_root
+def test_job_log_readable_by_its_user_only_and_state_protected(users: LocalUsers, multiuser) -> None:
+    d = multiuser(RUNSPACE_ALLOWED_USERS=f"{users.alice.name},{users.bob.name}")
+    status = value(as_user(users.alice, d, lambda c: c.submit("whoami", {}, wait=30)[1]))
+    log = d.log_dir / "jobs" / f"{status['id']}.log"
+    st = log.stat()
+    assert st.st_uid == users.alice.uid and stat.S_IMODE(st.st_mode) & 0o007 == 0
+
+    def read(path: Path) -> Callable[[Client], str]:
+        return lambda _client: path.read_text()
+
+    assert "identity checked" in value(as_user(users.alice, d, read(log)))
+    assert as_user(users.bob, d, read(log))["error"] == "PermissionError"
+    assert as_user(users.alice, d, read(d.state_dir / "runspace.db"))["error"] == "PermissionError"
+    listing = as_user(users.alice, d, lambda _c: os.listdir(d.log_dir / "jobs"))
+    assert listing["error"] == "PermissionError", "job ids of others must not be listable"
+    assert as_user(users.bob, d, read(d.log_dir / "users" / f"{users.alice.name}.log"))["error"] == "PermissionError"
+    assert "identity checked" in d.client.request("GET", f"/v1/jobs/{status['id']}/log").text
+
+
+@needs_root
+def test_root_only_for_admins_of_types_that_allow_it(users: LocalUsers, multiuser) -> None:
+    d = multiuser(RUNSPACE_ALLOWED_USERS=users.alice.name)
+    refused = as_user(users.alice, d, lambda c: c.submit("whoami_root", {}))
+    assert refused["error"] == "NotAllowed" and "admin" in refused["detail"]
+    assert d.client.submit("whoami_root", {}, wait=30)[1]["result"]["uid"] == 0  # root is an admin
+    with pytest.raises(RunspaceError, match="allow_root"):
+        d.client.submit("whoami_root_undeclared", {})
+    assert d.client.list(job="whoami_root_undeclared")["items"] == [], "refused before anything is queued"
+
+
+@needs_root
+def test_roots_own_jobs_run_as_the_configured_run_as_user(users: LocalUsers, multiuser) -> None:
+    d = multiuser(RUNSPACE_RUN_AS=users.bob.name)
+    got = d.client.submit("whoami", {}, wait=30)[1]["result"]
+    assert got["uid"] == users.bob.uid and got["requestor"] == "root"
+
+
+# -- trust -------------------------------------------------------------------------------
+
+_MODULE = '''
+from pydantic import BaseModel
+from supervisor import JobContext, job
+
+class P(BaseModel):
+    pass
+
+@job()
+def {name}(params: P, ctx: JobContext) -> dict:
+    return {{}}
+'''
+
+
+def _module_dir(tmp_path: Path, **modules: int) -> Path:
+    jobs = tmp_path / "extra_jobs"
+    jobs.mkdir()
+    for name, mode in modules.items():
+        path = jobs / f"{name}.py"
+        path.write_text(_MODULE.format(name=name))
+        os.chmod(path, mode)
+    return jobs
+
+
+def test_world_writable_job_module_is_refused_naming_file_and_reason(tmp_path: Path, make_daemon) -> None:
+    jobs = _module_dir(tmp_path, open_to_all=0o666, trusted=0o644)
+    d = make_daemon(RUNSPACE_JOBS_PATH=f"{TEST_JOBS}:{jobs}")
+    listing = d.client.job_types()
+    names = {t["name"] for t in listing["items"]}
+    assert "trusted" in names and "open_to_all" not in names
+    broken = {b["module"]: b["error"] for b in listing["broken"]}
+    error = broken[str(jobs / "open_to_all.py")]
+    assert "writable by every user" in error and "0666" in error
+    assert "open_to_all.py" in d.log() and "writable by every user" in d.log()
+    cli = d.cli("jobs")
+    assert "open_to_all.py" in cli.stdout + cli.stderr
+
+
+@needs_root
+def test_module_owned_or_writable_by_a_non_admin_is_refused(users: LocalUsers, tmp_path: Path, make_daemon) -> None:
+    jobs = _module_dir(tmp_path, owned_by_alice=0o644, group_writable=0o664, trusted=0o644)
+    os.chown(jobs / "owned_by_alice.py", users.alice.uid, users.alice.gid)
+    os.chown(jobs / "group_writable.py", 0, users.group_gid)
+    d = make_daemon(RUNSPACE_JOBS_PATH=f"{TEST_JOBS}:{jobs}")
+    broken = {Path(b["module"]).stem: b["error"] for b in d.client.job_types()["broken"]}
+    assert f"owned by {users.alice.name}" in broken["owned_by_alice"]
+    assert f"group {users.group}" in broken["group_writable"] and "non-admin" in broken["group_writable"]
+    assert "trusted" not in broken
+    # an admin may own job code
+    d2 = make_daemon(RUNSPACE_JOBS_PATH=f"{TEST_JOBS}:{jobs}", RUNSPACE_ADMINS=users.alice.name)
+    assert "owned_by_alice" in {t["name"] for t in d2.client.job_types()["items"]}
+
+
+def test_config_writable_by_others_stops_the_daemon(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("max_concurrency = 2\n")
+    os.chmod(config, 0o666)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RUNSPACE_CONFIG": str(config),
+           "RUNSPACE_SOCKET": str(tmp_path / "s.sock"), "RUNSPACE_STATE_DIR": str(tmp_path / "state")}
+    out = subprocess.run([sys.executable, "-m", "supervisor", "daemon"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode != 0
+    assert str(config) in out.stderr and "writable by every user" in out.stderr
+    assert not (tmp_path / "s.sock").exists()
+
+
+# -- the socket ----------------------------------------------------------------------------
+
+
+@needs_root
+def test_socket_is_0660_with_the_configured_group(users: LocalUsers, multiuser) -> None:
+    d = multiuser(RUNSPACE_ALLOWED_USERS=users.alice.name)
+    st = d.socket.stat()
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == users.group_gid
+
+
+def test_stale_socket_file_is_replaced(tmp_path: Path, make_daemon) -> None:
+    base = tmp_path / "stale"
+    base.mkdir()
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(str(base / "runspace.sock"))
+    dead.close()  # the file stays, nobody listens: what a crashed daemon leaves behind
+    d = make_daemon(base)
+    assert d.client.request("GET", "/healthz").json()["status"] == "ok"
+    assert stat.S_IMODE(d.socket.stat().st_mode) == 0o660
+
+
+def test_second_daemon_on_a_live_socket_fails_clearly(daemon: DaemonProcess) -> None:
+    env = {**daemon.env, "RUNSPACE_STATE_DIR": str(daemon.base / "other-state")}
+    out = subprocess.run([sys.executable, "-m", "supervisor", "daemon"], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode != 0
+    assert "already listening" in out.stderr and str(daemon.socket) in out.stderr
+    assert daemon.client.request("GET", "/healthz").status_code == 200, "the first daemon keeps its socket"
+
+
+@needs_root
+@pytest.mark.parametrize("kind", ["symlink", "fifo"])
+def test_hostile_job_cannot_make_the_daemon_read_through_its_run_dir(users: LocalUsers, multiuser, shared_base: Path,
+                                                                     kind: str) -> None:
+    secret = shared_base / "secret.json"
+    secret.write_text(json.dumps({"state": "succeeded", "result": {"secret": "root only"}}))
+    os.chmod(secret, 0o600)
+    d = multiuser(RUNSPACE_ALLOWED_USERS=users.alice.name)
+    status = value(as_user(users.alice, d, lambda c: c.submit("plant_result", {"kind": kind, "target": str(secret)},
+                                                              wait=30)[1]))
+    assert status["done"] and status["state"] != "succeeded" and "root only" not in json.dumps(status)
+    assert d.client.request("GET", "/healthz").json()["status"] == "ok", "a FIFO must not hang the daemon"

@@ -8,34 +8,11 @@ from typing import Any
 
 import httpx
 
-from supervisor.errors import (
-    Conflict,
-    DaemonUnreachable,
-    Draining,
-    FieldError,
-    InvalidParams,
-    NotAllowed,
-    NotAuthenticated,
-    NotFound,
-    QueueFull,
-    RunspaceError,
-)
-
-_BY_STATUS: dict[int, type[RunspaceError]] = {
-    400: InvalidParams, 401: NotAuthenticated, 403: NotAllowed, 404: NotFound,
-    409: Conflict, 429: QueueFull, 503: Draining,
-}
+from supervisor.errors import DaemonUnreachable, raise_for_problem
 
 
 def _raise_for_problem(resp: httpx.Response) -> None:
-    if resp.status_code < 400:
-        return
-    try:
-        body = resp.json()
-    except ValueError:
-        body = {"detail": resp.text or resp.reason_phrase}
-    errors = [FieldError(e.get("loc", []), e.get("msg", "")) for e in body.get("errors", [])]
-    raise _BY_STATUS.get(resp.status_code, RunspaceError)(body.get("detail", ""), errors)
+    raise_for_problem(resp.status_code, resp.content, resp.reason_phrase)
 
 
 class Client:
@@ -57,10 +34,7 @@ class Client:
         try:
             resp = self._http.request(method, path, **kwargs)
         except (httpx.ConnectError, httpx.RemoteProtocolError, FileNotFoundError) as exc:
-            raise DaemonUnreachable(
-                f"cannot reach the runspace daemon at {self.socket_path} ({exc}); "
-                f"start it with `runspace daemon` (or `systemctl start runspace`)"
-            ) from None
+            raise DaemonUnreachable.at(self.socket_path, exc) from None
         _raise_for_problem(resp)
         return resp
 
@@ -91,14 +65,18 @@ class Client:
         return self.request("GET", f"/v1/jobs/{job_id}/log", params={"offset": offset}).text
 
     def follow_log(self, job_id: str, offset: int = 0) -> Iterator[str]:
+        return self._stream(f"/v1/jobs/{job_id}/log", offset)
+
+    def _stream(self, path: str, offset: int) -> Iterator[str]:
+        """Text of a followed log, as the daemon sends it, until the daemon ends the stream."""
         try:
-            with self._http.stream("GET", f"/v1/jobs/{job_id}/log", params={"offset": offset, "follow": "true"}) as resp:
+            with self._http.stream("GET", path, params={"offset": offset, "follow": "true"}) as resp:
                 if resp.status_code >= 400:
                     resp.read()
                     _raise_for_problem(resp)
                 yield from resp.iter_text()
         except (httpx.ConnectError, FileNotFoundError) as exc:
-            raise DaemonUnreachable(f"cannot reach the runspace daemon at {self.socket_path} ({exc})") from None
+            raise DaemonUnreachable.at(self.socket_path, exc) from None
 
     def submit_batch(self, job: str, items: list[dict[str, Any]], callback: str | None = None,
                      batch_id: str | None = None) -> tuple[int, dict]:
@@ -120,11 +98,4 @@ class Client:
         return resp.text, int(resp.headers.get("x-log-offset", offset))
 
     def follow_user_log(self, user: str, offset: int = 0) -> Iterator[str]:
-        try:
-            with self._http.stream("GET", f"/v1/users/{user}/log", params={"offset": offset, "follow": "true"}) as resp:
-                if resp.status_code >= 400:
-                    resp.read()
-                    _raise_for_problem(resp)
-                yield from resp.iter_text()
-        except (httpx.ConnectError, FileNotFoundError) as exc:
-            raise DaemonUnreachable(f"cannot reach the runspace daemon at {self.socket_path} ({exc})") from None
+        return self._stream(f"/v1/users/{user}/log", offset)

@@ -26,6 +26,7 @@ from supervisor.listener import bind_tcp, bind_unix, remove_socket_file
 from supervisor.registry import Registry, load_registry
 from supervisor.runner.cgroups import JobCgroups, detect_cgroup_root
 from supervisor.runner.identity import prepare_shared_dirs
+from supervisor.runner.forkserver import ForkServer
 from supervisor.runner.reap import Reaper, become_subreaper
 from supervisor.scheduler import Scheduler, Services
 from supervisor.settings import Settings, default_config_file
@@ -62,6 +63,7 @@ class Daemon:
         self.starts = 0
         self.tokens: TokenTable | None = None
         self.registry = Registry()
+        self.forkserver: ForkServer | None = None
         self.store: Store
         self.scheduler: Scheduler
 
@@ -82,7 +84,15 @@ class Daemon:
             if jt.module_path in broken_paths and name not in fresh.types:
                 fresh.types[name] = jt
         self.registry = fresh
+        self._restart_forkserver()
         logger.info("job definitions reloaded")
+
+    def _restart_forkserver(self) -> None:
+        """The fork server pre-imports exactly the modules the daemon loaded (and trusted)."""
+        if self.forkserver is None:
+            return
+        self.forkserver.close()
+        self.forkserver.start({jt.module_path for jt in self.registry.types.values() if jt.module_path})
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -117,8 +127,10 @@ class Daemon:
             events_path.unlink()
         events = await anyio.create_unix_datagram_socket(local_path=events_path, local_mode=0o666)
         cgroups = self._cgroups()
+        self.forkserver = ForkServer() if s.fork_server else None
+        self._restart_forkserver()
         services = Services(s, self.store, UserLog(s.logs, s.log_rotation, s.log_retention), Reaper(), cgroups,
-                            events_path)
+                            events_path, self.forkserver)
         cluster = self._cluster()
         self.scheduler = Scheduler(services, lambda: self.registry, cluster.queue if cluster else None)
         if cluster:
@@ -149,6 +161,8 @@ class Daemon:
                 remove_socket_file(sock)
             if cgroups:
                 cgroups.close()
+            if self.forkserver:
+                self.forkserver.close()
             self.store.close()
         logger.info("daemon stopped; running jobs keep running and will be re-adopted")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 
@@ -57,7 +58,32 @@ class Draining(RunspaceError):
 
 
 class DaemonUnreachable(RunspaceError):
+    """The client could not talk to the daemon at all (exit code 3 in the CLI)."""
+
     title, slug = "Daemon unreachable", "unreachable"
+
+    @classmethod
+    def at(cls, socket_path: object, exc: BaseException) -> DaemonUnreachable:
+        return cls(f"cannot reach the runspace daemon at {socket_path} ({exc}); "
+                   f"start it with `runspace daemon` (or `systemctl start runspace`)")
+
+
+_BY_STATUS: dict[int, type[RunspaceError]] = {
+    400: InvalidParams, 401: NotAuthenticated, 403: NotAllowed, 404: NotFound,
+    409: Conflict, 429: QueueFull, 503: Draining,
+}
+
+
+def raise_for_problem(status: int, body: bytes, reason: str = "") -> None:
+    """Clients: turn a problem+json answer back into the error the daemon raised."""
+    if status < 400:
+        return
+    try:
+        problem = json.loads(body)
+    except ValueError:
+        problem = {"detail": body.decode(errors="replace") or reason}
+    errors = [FieldError(e.get("loc", []), e.get("msg", "")) for e in problem.get("errors", [])]
+    raise _BY_STATUS.get(status, RunspaceError)(problem.get("detail", ""), errors)
 
 
 def errors_from_pydantic(exc: Exception, prefix: tuple[str | int, ...] = ()) -> list[FieldError]:

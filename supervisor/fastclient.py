@@ -14,23 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from supervisor.errors import (
-    Conflict,
-    DaemonUnreachable,
-    Draining,
-    FieldError,
-    InvalidParams,
-    NotAllowed,
-    NotAuthenticated,
-    NotFound,
-    QueueFull,
-    RunspaceError,
-)
-
-_BY_STATUS: dict[int, type[RunspaceError]] = {
-    400: InvalidParams, 401: NotAuthenticated, 403: NotAllowed, 404: NotFound,
-    409: Conflict, 429: QueueFull, 503: Draining,
-}
+from supervisor.errors import DaemonUnreachable, raise_for_problem
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -47,17 +31,6 @@ class _UnixConnection(http.client.HTTPConnection):
             sock.close()
             raise
         self.sock = sock
-
-
-def _raise_for_problem(status: int, reason: str, data: bytes) -> None:
-    if status < 400:
-        return
-    try:
-        body = json.loads(data)
-    except ValueError:
-        body = {"detail": data.decode(errors="replace") or reason}
-    errors = [FieldError(e.get("loc", []), e.get("msg", "")) for e in body.get("errors", [])]
-    raise _BY_STATUS.get(status, RunspaceError)(body.get("detail", ""), errors)
 
 
 class FastClient:
@@ -79,11 +52,8 @@ class FastClient:
             resp = self._conn.getresponse()
             data = resp.read()
         except (OSError, http.client.HTTPException) as exc:
-            raise DaemonUnreachable(
-                f"cannot reach the runspace daemon at {self.socket_path} ({exc}); "
-                f"start it with `runspace daemon` (or `systemctl start runspace`)"
-            ) from None
-        _raise_for_problem(resp.status, resp.reason, data)
+            raise DaemonUnreachable.at(self.socket_path, exc) from None
+        raise_for_problem(resp.status, data, resp.reason)
         return json.loads(data)
 
     def status(self, job_id: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ how each ended. The store is the truth; the queue and running table are its live
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections import Counter
@@ -27,6 +28,7 @@ from supervisor.runner.adopt import Leader, ever_ran, find_leaders
 from supervisor.runner.cgroups import JobCgroups, cgroup_kill
 from supervisor.runner.files import RunFiles
 from supervisor.runner.identity import job_identity
+from supervisor.runner.forkserver import ForkServer
 from supervisor.runner.launch import LaunchPaths, launch
 from supervisor.runner.reap import Reaper, wait_adopted
 from supervisor.runner.supervise import Limits, Outcome, RunningJob, supervise
@@ -50,6 +52,7 @@ class Services:
     reaper: Reaper
     cgroups: JobCgroups | None
     events_socket: Path | None
+    forkserver: ForkServer | None = None
 
 
 class Scheduler:
@@ -273,7 +276,7 @@ class Scheduler:
             run_as = job_identity(jt.options, rec.requestor, self.s.settings)
             paths = LaunchPaths(self.s.settings.state_dir, self.s.settings.logs,
                                 self.s.events_socket, cgroup, run_as)
-            launched = launch(rec, jt, paths)
+            launched = launch(rec, jt, paths, self.s.forkserver)
         except (OSError, NotAllowed) as exc:
             logger.exception("cannot start job {}", rec.id)
             if self.s.cgroups:
@@ -283,11 +286,24 @@ class Scheduler:
         rec.pid, rec.pid_started = launched.pid, launched.started
         self.s.store.update(rec, "pid", "pid_started")
         run = self.adopt(rec, JobTree(rec.id, launched.pid, launched.started or rec.started_at, cgroup))
-        self.s.reaper.watch_child(launched.pid, run.on_exit)
+        if launched.forked:
+            self._watch_by_pidfd(launched.pid, run)
+        else:
+            self.s.reaper.watch_child(launched.pid, run.on_exit)
         self.s.user_log.event(rec, f"started (pid {launched.pid}, attempt {rec.attempt})")
         self._notify(rec.id)
         assert self._tg is not None
         self._tg.start_soon(self._supervise, run)
+
+    def _watch_by_pidfd(self, pid: int, run: RunningJob) -> None:
+        """A fork-server child is not ours to wait for; its pidfd says when it ends."""
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            run.on_exit(None)
+            return
+        assert self._tg is not None
+        self._tg.start_soon(wait_adopted, pidfd, run.on_exit)
 
     def adopt(self, rec: JobRecord, tree: JobTree) -> RunningJob:
         run = RunningJob(rec, tree, RunFiles.of(self.s.settings.state_dir, rec.id), self.limits_of(rec.job),

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     )
     log_rotation: str = Field("50 MB", description="When a user log rotates (loguru rotation).")
     log_retention: str = Field("30 days", description="How long rotated user logs are kept (loguru retention).")
+    fork_server: bool = Field(
+        True, description="Start jobs from a pre-imported fork server: millisecond starts, shared memory."
+    )
     cgroup_root: Path | None = Field(
         None, description="A delegated cgroup v2 directory for per-job cgroups (auto-detected when unset)."
     )

@@ -138,7 +138,10 @@ def make_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
         if d.proc is not None and d.proc.poll() is None:
             _cancel_unfinished(d)
         d.stop()
-    leaked = marked_processes(marker)
+    # A job's last processes may need a moment to be reaped after a kill: poll, then judge.
+    deadline = time.monotonic() + 3.0
+    while (leaked := marked_processes(marker)) and time.monotonic() < deadline:
+        time.sleep(0.05)
     for proc in leaked:
         try:
             proc.kill()

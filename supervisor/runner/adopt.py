@@ -12,6 +12,10 @@ from supervisor.models import JobRecord
 from supervisor.runner.files import ENV_MARKER, RunFiles
 
 
+# A worker is started either as `python -m supervisor.worker` or forked by the fork server.
+WORKER_MODULES = {"supervisor.worker", "supervisor.runner.zygote"}
+
+
 @dataclass(frozen=True)
 class Leader:
     pid: int
@@ -49,7 +53,7 @@ def _scan_for_workers(job_ids: set[str]) -> dict[str, Leader]:
     found: dict[str, Leader] = {}
     for proc in psutil.process_iter(["cmdline"]):
         with contextlib.suppress(psutil.Error):
-            if "supervisor.worker" not in (proc.info["cmdline"] or []):
+            if not WORKER_MODULES & set(proc.info["cmdline"] or []):
                 continue
             job_id = proc.environ().get(ENV_MARKER)
             if job_id in job_ids and job_id not in found:

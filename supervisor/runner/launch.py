@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from loguru import logger
 
 from supervisor.logs import job_log_path, user_log_path
 from supervisor.models import JobRecord
 from supervisor.registry import JobType
 from supervisor.runner.files import ENV_MARKER, RunFiles
+from supervisor.runner.forkserver import ForkServer, ForkServerError
 from supervisor.runner.identity import RunAs
 
 # Daemon-only variables that must not leak into jobs (a job must not notify systemd).
@@ -24,6 +26,7 @@ _PRIVATE_ENV = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "
 class Launched:
     pid: int
     started: float  # the process's create_time: with the pid, its identity
+    forked: bool = False  # a child of the fork server, not of the daemon: watch it by pidfd
 
 
 @dataclass(frozen=True)
@@ -63,10 +66,22 @@ def job_environment(rec: JobRecord, files: RunFiles, run_as: RunAs | None = None
     return env
 
 
-def launch(rec: JobRecord, jt: JobType, paths: LaunchPaths) -> Launched:
+def launch(rec: JobRecord, jt: JobType, paths: LaunchPaths, forkserver: ForkServer | None = None) -> Launched:
     files = RunFiles.of(paths.state_dir, rec.id)
     files.prepare(job_spec(rec, jt, files, paths))
-    log_fd = os.open(job_log_path(paths.log_dir, rec.id), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    log = job_log_path(paths.log_dir, rec.id)
+    env = job_environment(rec, files, paths.run_as)
+    if forkserver is not None and forkserver.ready():
+        try:
+            pid = forkserver.fork_job(files.dir, log, env)
+            return Launched(pid, process_start_time(pid) or 0.0, forked=True)
+        except ForkServerError as exc:
+            logger.warning("fork server failed ({}); starting job {} with posix_spawn", exc, rec.id)
+    return _spawn(files, log, env)
+
+
+def _spawn(files: RunFiles, log: Path, env: dict[str, str]) -> Launched:
+    log_fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     argv = [sys.executable, "-m", "supervisor.worker", str(files.dir)]
     try:
         # posix_spawn (vfork) is several times cheaper than fork for a large daemon; every
@@ -74,7 +89,7 @@ def launch(rec: JobRecord, jt: JobType, paths: LaunchPaths) -> Launched:
         pid = os.posix_spawn(
             sys.executable,
             argv,
-            job_environment(rec, files, paths.run_as),
+            env,
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_DUP2, log_fd, 1),

@@ -118,9 +118,24 @@ async def supervise(run: RunningJob, record_kill: KillRecorder) -> Outcome:
     with anyio.move_on_after(_EXIT_WAIT):
         while not run.exited:
             await run.nap(0.05)
+    if run.exit_status is None and not run.files.result.exists():
+        run.exit_status = await _forked_exit_status(run.files)
     # The leader is gone: whatever of the job is left (daemonised grandchildren) goes too.
     await kill_tree(run.tree, run.limits.kill_grace)
     return outcome_of(run)
+
+
+async def _forked_exit_status(files: RunFiles, wait: float = 0.5) -> int | None:
+    """The fork server reaps its children and records their status a moment after they end."""
+    with anyio.move_on_after(wait):
+        while True:
+            report = read_json(files.exit_status)
+            if report is not None:
+                return int(report["status"])
+            if not files.dir.exists():
+                return None
+            await anyio.sleep(0.02)
+    return None
 
 
 async def _kill(run: RunningJob, reason: KillReason, record_kill: KillRecorder) -> None:

@@ -19,7 +19,8 @@ from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field
 
 from supervisor.errors import Conflict, FieldError, InvalidParams, RunspaceError
-from supervisor.models import JobError, JobRecord, JobState, new_job_id, rfc3339
+from supervisor.ids import new_job_id
+from supervisor.models import JobError, JobRecord, JobState, rfc3339
 from supervisor.registry import Registry
 from supervisor.store.base import BatchRecord, Store
 from supervisor.submit import NAME_PATTERN, SubmitRequest, build_record

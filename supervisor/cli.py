@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +58,21 @@ def _fast_client(ctx: click.Context):
     return FastClient(Path(socket_path))
 
 
+def read_input(path: str, option: str) -> str:
+    """A file named on the command line, or stdin for `-`."""
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidParams(f"{option} {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+
+
 def parse_pairs(pairs: tuple[str, ...], params_file: str | None) -> dict[str, Any]:
     """`key=value` pairs: values stay strings (the params model coerces them), JSON for [..] and {..}."""
     params: dict[str, Any] = {}
     if params_file:
-        text = sys.stdin.read() if params_file == "-" else Path(params_file).read_text()
+        text = read_input(params_file, "--params")
         try:
             params = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -82,6 +91,13 @@ def parse_pairs(pairs: tuple[str, ...], params_file: str | None) -> dict[str, An
                 pass
         params[key] = value
     return params
+
+
+def check_job_id(job_id: str) -> None:
+    from supervisor.ids import is_job_id
+
+    if not is_job_id(job_id):
+        raise InvalidParams(f"{job_id!r} is not a job id (20 hex digits); `runspace list` shows your jobs")
 
 
 def print_json(data: Any) -> None:
@@ -143,7 +159,7 @@ def daemon(debug: bool) -> None:
 @click.argument("job")
 @click.argument("pairs", nargs=-1)
 @click.option("--params", "params_file", metavar="FILE|-", help="JSON object of params (from a file or stdin).")
-@click.option("--wait", type=float, help="Wait up to S seconds for the result.")
+@click.option("--wait", type=float, help="Wait up to S seconds for the result (exit 124 if it is not there yet).")
 @click.option("--follow", is_flag=True, help="Show progress until the job ends.")
 @click.option("--priority", type=int, help="Higher runs first.")
 @click.option("--idempotency-key", help="Resubmitting with the same key returns the same job.")
@@ -160,10 +176,15 @@ def submit(ctx, job, pairs, params_file, wait, follow, priority, idempotency_key
             status = follow_progress(client, status["id"], timeout=None, quiet=as_json)
     if as_json:
         print_json(status)
-    elif status["done"] or wait or follow:
+    elif status["done"]:
         print_status(status)
     else:
         click.echo(status["id"])
+        if wait:
+            click.echo(f"runspace: still {status['state']} after {wait:g} s; `runspace wait {status['id']}` "
+                       "waits for the result", err=True)
+    if wait and not status["done"]:
+        sys.exit(EXIT_TIMED_OUT)  # like timeout(1): the wait ran out, the job goes on
     sys.exit(state_exit_code(status))
 
 
@@ -173,6 +194,7 @@ def submit(ctx, job, pairs, params_file, wait, follow, priority, idempotency_key
 @click.pass_context
 def status(ctx, job_id, as_json) -> None:
     """Show a job's status."""
+    check_job_id(job_id)
     with _fast_client(ctx) as client:
         data = client.status(job_id)
     print_json(data) if as_json else print_status(data)
@@ -202,20 +224,22 @@ def list_jobs(ctx, state, job, batch_id, limit, as_json) -> None:
 @main.command()
 @click.argument("job_id")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing output until the job ends.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"text": ...} instead of the raw text.')
 @click.pass_context
-def logs(ctx, job_id, follow) -> None:
+def logs(ctx, job_id, follow, as_json) -> None:
     """Print a job's output (stdout and stderr, timestamped)."""
     with _client(ctx) as client:
-        if follow:
-            for chunk in client.follow_log(job_id):
-                click.echo(chunk, nl=False)
-        else:
-            click.echo(client.log(job_id), nl=False)
+        chunks = client.follow_log(job_id) if follow else [client.log(job_id)]
+        if as_json:
+            print_json({"id": job_id, "text": "".join(chunks)})
+            return
+        for chunk in chunks:
+            click.echo(chunk, nl=False)
 
 
 @main.command()
 @click.argument("job_id")
-@click.option("--timeout", type=float, help="Give up after S seconds (exit 0, job still running).")
+@click.option("--timeout", type=float, help="Give up after S seconds (exit 124; the job goes on).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def wait(ctx, job_id, timeout, as_json) -> None:
@@ -225,7 +249,7 @@ def wait(ctx, job_id, timeout, as_json) -> None:
     with _client(ctx) as client:
         data = follow_progress(client, job_id, timeout=timeout, quiet=as_json)
     print_json(data) if as_json else print_status(data)
-    sys.exit(state_exit_code(data))
+    sys.exit(state_exit_code(data) if data["done"] else EXIT_TIMED_OUT)
 
 
 @main.command()
@@ -241,7 +265,7 @@ def cancel(ctx, job_id, as_json) -> None:
 
 def read_items(path: str) -> list[dict[str, Any]]:
     """JSON Lines: one params object per line; blank lines are skipped."""
-    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    text = read_input(path, "--items")
     items = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -292,8 +316,9 @@ def batch(ctx, job, items_file, callback, batch_id, detach, as_json) -> None:
 @main.command("user-log")
 @click.argument("user", required=False)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
+@click.option("--json", "as_json", is_flag=True, help='Print {"user": ..., "lines": [...]} (not with -f).')
 @click.pass_context
-def user_log(ctx, user, follow) -> None:
+def user_log(ctx, user, follow, as_json) -> None:
     """Print the unified log of USER (default: you): every job's events and ctx.log lines."""
     from supervisor.auth import user_name
 
@@ -303,13 +328,18 @@ def user_log(ctx, user, follow) -> None:
             for chunk in client.follow_user_log(user):
                 click.echo(chunk, nl=False)
             return
-        offset = 0
+        offset, lines = 0, []
         while True:
             text, next_offset = client.user_log(user, offset)
-            click.echo(text, nl=False)
+            if as_json:
+                lines.extend(text.splitlines())
+            else:
+                click.echo(text, nl=False)
             if next_offset == offset:
                 break
             offset = next_offset
+        if as_json:
+            print_json({"user": user, "lines": lines})
 
 
 @main.command()
@@ -349,10 +379,6 @@ def run(job, pairs, params_file, debug, as_json) -> None:
 
     if debug:
         os.environ.setdefault("PYTHONBREAKPOINT", "pdb.set_trace")
-    code, result = run_inline(_settings(), job, parse_pairs(pairs, params_file), user_name(os.getuid()))
-    if debug and code != 0:
-        import pdb
-
-        pdb.post_mortem(sys.exc_info()[2]) if sys.exc_info()[2] else None
+    code, result = run_inline(_settings(), job, parse_pairs(pairs, params_file), user_name(os.getuid()), debug)
     click.echo(json.dumps(result, indent=None if not as_json else 2))
     sys.exit(code)

@@ -8,10 +8,8 @@ import json
 import os
 import signal
 import sys
-from pathlib import Path
-
-
 import typing
+from pathlib import Path
 
 import anyio
 import uvicorn
@@ -22,11 +20,11 @@ from supervisor import systemd
 from supervisor.api.app import create_app
 from supervisor.api.peer import PeerCredProtocol
 from supervisor.api.tokens import TokenTable
-from supervisor.listener import bind_tcp, bind_unix, remove_socket_file
+from supervisor.listener import bind_tcp, bind_unix
 from supervisor.registry import Registry, load_registry
 from supervisor.runner.cgroups import JobCgroups, detect_cgroup_root
-from supervisor.runner.identity import prepare_shared_dirs
 from supervisor.runner.forkserver import ForkServer
+from supervisor.runner.identity import prepare_shared_dirs
 from supervisor.runner.reap import Reaper, become_subreaper
 from supervisor.scheduler import Scheduler, Services
 from supervisor.settings import Settings, default_config_file
@@ -157,8 +155,9 @@ class Daemon:
                 tg.start_soon(self._announce_ready, server)
                 tg.start_soon(self._serve_then_stop, server, sockets, tg.cancel_scope)
         finally:
-            for sock in (sock for sock in sockets if sock not in inherited):
-                remove_socket_file(sock)
+            if not inherited:  # by path: uvicorn has closed the socket object by now
+                with contextlib.suppress(FileNotFoundError):
+                    s.socket.unlink()
             if cgroups:
                 cgroups.close()
             if self.forkserver:

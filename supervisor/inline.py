@@ -14,7 +14,6 @@ import click
 
 from supervisor.context import JobContext
 from supervisor.logs import stamp
-from supervisor.models import new_job_id
 from supervisor.registry import load_registry
 from supervisor.settings import Settings
 from supervisor.submit import SubmitRequest, build_record
@@ -29,8 +28,10 @@ class TerminalReporter:
         click.echo(f"{stamp()} [progress] {share} {message or ''}".rstrip(), err=True)
 
 
-def run_inline(settings: Settings, job: str, params: dict[str, Any], requestor: str) -> tuple[int, Any]:
-    """Returns (exit code, result or error). Job code runs here, so `breakpoint()` works."""
+def run_inline(settings: Settings, job: str, params: dict[str, Any], requestor: str,
+               debug: bool = False) -> tuple[int, Any]:
+    """Returns (exit code, result or error). Job code runs here, so `breakpoint()` works;
+    with `debug`, an exception stops in pdb's post-mortem debugger."""
     from supervisor.command import run_command
 
     registry = load_registry(settings.job_dirs)
@@ -39,7 +40,7 @@ def run_inline(settings: Settings, job: str, params: dict[str, Any], requestor: 
     rec = build_record(registry, SubmitRequest(job=job, params=params), requestor)
     jt = registry.get(job)
     tmpdir = Path(tempfile.mkdtemp(prefix=f"runspace-{rec.id}-"))
-    ctx = JobContext(new_job_id(), jt.name, requestor, rec.log_user, tmpdir, TerminalReporter())
+    ctx = JobContext(rec.id, jt.name, requestor, rec.log_user, tmpdir, TerminalReporter())
     try:
         model = jt.params_model.model_validate(rec.params)
         if jt.kind == "command":
@@ -50,6 +51,10 @@ def run_inline(settings: Settings, job: str, params: dict[str, Any], requestor: 
         return 0, result
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)
+        if debug:
+            import pdb
+
+            pdb.post_mortem(exc.__traceback__)
         return 1, {"type": type(exc).__name__, "message": str(exc)}
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)

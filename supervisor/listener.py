@@ -3,7 +3,6 @@ handled) and the optional TCP listener (loopback unless told otherwise)."""
 
 from __future__ import annotations
 
-import contextlib
 import grp
 import os
 import socket
@@ -68,10 +67,3 @@ def bind_tcp(spec: str) -> socket.socket:
         raise SocketInUse(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.listen(512)
     return sock
-
-
-def remove_socket_file(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        name = sock.getsockname()
-        if isinstance(name, str) and name:
-            os.unlink(name)

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import enum
-import os
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
-
-JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{20}$")
 
 
 class JobState(enum.StrEnum):
@@ -36,15 +32,6 @@ class KillReason(enum.StrEnum):
     CANCELLED = "cancelled"
     MEMORY = "memory"
     DAEMON_LOST = "daemon_lost"
-
-
-def new_job_id() -> str:
-    """Time-ordered hex id: 12 hex digits of milliseconds, 8 random. Safe to use in paths."""
-    return f"{int(time.time() * 1000):012x}{os.urandom(4).hex()}"
-
-
-def is_job_id(value: str) -> bool:
-    return bool(JOB_ID_PATTERN.match(value))
 
 
 def rfc3339(ts: float | None) -> str | None:

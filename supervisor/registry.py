@@ -14,7 +14,7 @@ from typing import Any, Literal, get_type_hints
 
 from pydantic import BaseModel
 
-from supervisor.errors import InvalidParams, UnknownJob, errors_from_pydantic
+from supervisor.errors import FieldError, InvalidParams, UnknownJob, errors_from_pydantic
 
 JOB_ATTR = "__runspace_job__"
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
@@ -58,15 +58,29 @@ class JobType:
     def validate(self, params: Any, loc: tuple[str | int, ...] = ("params",)) -> BaseModel:
         from pydantic import ValidationError
 
+        params = params if params is not None else {}
+        unknown = self._unknown_fields(params, loc)
         try:
-            return self.params_model.model_validate(params if params is not None else {})
+            model = self.params_model.model_validate(params)
         except ValidationError as exc:
-            raise InvalidParams(
-                f"params are not valid for job {self.name!r}", errors_from_pydantic(exc, loc)
-            ) from None
+            errors = errors_from_pydantic(exc, loc)
+            raise InvalidParams(f"params are not valid for job {self.name!r}", unknown + errors) from None
+        if unknown:
+            raise InvalidParams(f"params are not valid for job {self.name!r}", unknown)
+        return model
+
+    def _unknown_fields(self, params: Any, loc: tuple[str | int, ...]) -> list[FieldError]:
+        """A misspelt param must not silently run the job with a default instead."""
+        if not isinstance(params, dict) or self.params_model.model_config.get("extra") == "allow":
+            return []
+        known = set(self.params_model.model_fields)
+        known |= {f.alias for f in self.params_model.model_fields.values() if f.alias}
+        hint = f"not a param of {self.name} (it takes: {', '.join(sorted(known)) or 'none'})"
+        return [FieldError([*loc, key], hint) for key in params if key not in known]
 
     def describe(self) -> dict[str, Any]:
-        opts = {k: v for k, v in self.options.__dict__.items() if v not in (None, False)}
+        defaults = JobOptions()
+        opts = {k: v for k, v in self.options.__dict__.items() if v != getattr(defaults, k)}
         return {
             "name": self.name,
             "description": self.description,

@@ -20,15 +20,16 @@ from anyio.abc import TaskGroup
 from loguru import logger
 
 from supervisor.errors import NotAllowed, NotFound, QueueFull
+from supervisor.ids import is_job_id
 from supervisor.metrics import DurationHistogram
-from supervisor.models import JobRecord, JobState, KillReason, is_job_id
+from supervisor.models import JobRecord, JobState, KillReason
 from supervisor.queue import JobQueue
 from supervisor.registry import JobOptions, Registry
 from supervisor.runner.adopt import Leader, ever_ran, find_leaders
 from supervisor.runner.cgroups import JobCgroups, cgroup_kill
 from supervisor.runner.files import RunFiles
-from supervisor.runner.identity import job_identity
 from supervisor.runner.forkserver import ForkServer
+from supervisor.runner.identity import job_identity
 from supervisor.runner.launch import LaunchPaths, launch
 from supervisor.runner.reap import Reaper, wait_adopted
 from supervisor.runner.supervise import Limits, Outcome, RunningJob, supervise

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from socket import gethostname
 from pathlib import Path
+from socket import gethostname
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator

@@ -8,8 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from supervisor.ids import new_job_id
 from supervisor.logs import check_log_user
-from supervisor.models import JobRecord, new_job_id
+from supervisor.models import JobRecord
 from supervisor.registry import Registry
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"

@@ -122,3 +122,31 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def test_unreadable_params_file_is_one_line_exit_2(daemon: DaemonProcess) -> None:
+    out = daemon.cli("submit", "echo", "--params", str(daemon.base / "missing.json"))
+    assert out.returncode == 2
+    assert "missing.json" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_wait_that_runs_out_exits_124_and_the_job_goes_on(daemon: DaemonProcess) -> None:
+    out = daemon.cli("submit", "sleep", "seconds=3", "--wait", "0.2")
+    assert out.returncode == 124
+    job_id = out.stdout.strip()
+    assert "runspace wait" in out.stderr
+    assert daemon.cli("wait", job_id, "--timeout", "0.2").returncode == 124
+    assert daemon.cli("wait", job_id).returncode == 0
+
+
+def test_status_of_a_malformed_id_is_a_usage_error(daemon: DaemonProcess) -> None:
+    out = daemon.cli("status", "../etc")
+    assert out.returncode == 2 and "runspace list" in out.stderr
+
+
+def test_run_debug_opens_post_mortem_on_exception(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RUNSPACE_JOBS_PATH": str(ROOT / "tests" / "jobs")}
+    out = subprocess.run([sys.executable, "-m", "supervisor", "run", "fail", "message=deep", "--debug"], env=env,
+                         input="p params.message\nc\n", capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "(Pdb)" in out.stdout and "'deep'" in out.stdout

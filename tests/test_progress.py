@@ -14,12 +14,12 @@ from tests.conftest import DaemonProcess
 
 
 def watch(daemon: DaemonProcess, job_id: str, timeout: float = 30) -> list[tuple[float, dict]]:
-    """Every distinct progress state the status object shows, with when it was first seen."""
+    """Every distinct progress state the status object shows, with when it was first seen; the last is final."""
     seen: list[tuple[float, dict]] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = daemon.client.status(job_id)
-        if not seen or status["progress"] != seen[-1][1]["progress"]:
+        if not seen or status["progress"] != seen[-1][1]["progress"] or status["done"]:
             seen.append((time.time(), status))
         if status["done"]:
             return seen

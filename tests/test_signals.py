@@ -104,3 +104,9 @@ def test_sighup_reloads_job_definitions_and_survives_a_broken_module(make_daemon
     assert "hup_jobs.py" in d.log() and "SyntaxError" in d.log()
     assert d.proc.poll() is None
     assert d.wait(running["id"], timeout=30)["state"] == "succeeded", "running jobs are unaffected by reloads"
+
+
+def test_clean_stop_removes_the_socket_file(daemon) -> None:
+    assert daemon.socket.exists()
+    assert daemon.stop() == 0
+    assert not daemon.socket.exists()

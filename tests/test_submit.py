@@ -141,3 +141,11 @@ def test_job_runs_in_own_session_with_private_tmpdir(daemon: DaemonProcess) -> N
     from pathlib import Path
 
     assert not Path(result["tmpdir"]).exists(), "the private tmp dir must be removed afterwards"
+
+
+def test_unknown_param_is_rejected_not_ignored(daemon: DaemonProcess) -> None:
+    resp = raw(daemon, "POST", "/v1/jobs", json={"job": "sleep", "params": {"seconds": 1, "secs": 5}})
+    assert resp.status_code == 400
+    errors = resp.json()["errors"]
+    assert [e["loc"] for e in errors] == [["params", "secs"]]
+    assert "seconds" in errors[0]["msg"]

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from supervisor.api.body import json_body, json_body_schema
 from supervisor.api.deps import CallerDep, DaemonDep
-from supervisor.batches import BatchRequest, Batches, batch_summary, validate_items
+from supervisor.batches import Batches, BatchRequest, batch_summary, validate_items
 from supervisor.errors import Draining, NotFound
 from supervisor.models import JobStatus
 from supervisor.store.base import BatchRecord

@@ -13,8 +13,9 @@ from supervisor.api.body import json_body, json_body_schema
 from supervisor.api.deps import CallerDep, DaemonDep
 from supervisor.auth import Caller
 from supervisor.errors import Conflict, Draining, NotFound
+from supervisor.ids import is_job_id
 from supervisor.logs import job_log_path, read_from
-from supervisor.models import JobRecord, JobState, JobStatus, is_job_id
+from supervisor.models import JobRecord, JobState, JobStatus
 from supervisor.store import JobFilter
 from supervisor.submit import SubmitRequest, build_record, request_hash
 

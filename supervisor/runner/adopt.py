@@ -11,7 +11,6 @@ import psutil
 from supervisor.models import JobRecord
 from supervisor.runner.files import ENV_MARKER, RunFiles
 
-
 # A worker is started either as `python -m supervisor.worker` or forked by the fork server.
 WORKER_MODULES = {"supervisor.worker", "supervisor.runner.zygote"}
 

@@ -68,10 +68,6 @@ class JobCgroups:
             self.root.rmdir()
 
 
-def add_pid(cgroup: Path, pid: int) -> None:
-    (cgroup / "cgroup.procs").write_text(str(pid))
-
-
 def cgroup_pids(cgroup: Path) -> list[int]:
     try:
         return [int(line) for line in (cgroup / "cgroup.procs").read_text().split()]

@@ -6,7 +6,7 @@ import contextlib
 import ctypes
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import anyio
 
@@ -21,6 +21,18 @@ def become_subreaper() -> bool:
     return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
 
 
+def exited_children() -> Iterator[tuple[int, int]]:
+    """Reap every child that has ended: (pid, raw wait status) each, without blocking."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        yield pid, status
+
+
 class Reaper:
     def __init__(self) -> None:
         self._children: dict[int, ExitCallback] = {}
@@ -29,13 +41,7 @@ class Reaper:
         self._children[pid] = on_exit
 
     def reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, status in exited_children():
             callback = self._children.pop(pid, None)
             if callback is not None:  # else an orphan re-parented to us: reaping it is all
                 callback(status)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import json
 import os
 import signal
@@ -21,19 +22,14 @@ from typing import Any
 from supervisor import worker
 from supervisor.registry import import_module_file
 from supervisor.runner.files import ENV_MARKER, MARKER_PLACEHOLDER, RunFiles, write_json_atomic
+from supervisor.runner.reap import exited_children
 
 _children: dict[int, Path] = {}
 
 
 def _reap(*_: object) -> None:
     """Record each job's raw exit status next to its result, for jobs that die without one."""
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+    for pid, status in exited_children():
         run_dir = _children.pop(pid, None)
         if run_dir is not None:
             with contextlib.suppress(OSError):  # the daemon may have finished and removed the dir
@@ -111,6 +107,9 @@ def main() -> None:
             pass  # the job's own import in the worker reports the error
     import supervisor.command  # noqa: F401  (used by every command job)
 
+    # Everything imported so far lives for good: keep the collector from touching (and so
+    # copying) those pages in every forked job.
+    gc.freeze()
     serve(server)
 
 

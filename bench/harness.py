@@ -72,9 +72,10 @@ class RunspaceDaemon:
             raise RuntimeError(f"daemon exited with {self.proc.returncode}: {self.log()[-2000:]}")
         try:
             probe = UdsClient(self.socket, timeout=2)
-            ok = probe.request("GET", "/healthz")[0] == 200
+            status, health = probe.request("GET", "/healthz")
             probe.close()
-            return ok
+            # measure the steady state: jobs start from the warm fork server, not the fallback
+            return status == 200 and health.get("fork_server") != "warming"
         except OSError:
             return False
 

@@ -128,6 +128,10 @@ def main(ctx: click.Context, socket: str | None) -> None:
     Start the daemon:   runspace daemon
     Submit a job:       runspace submit ingest files=20 --wait 30
     Follow it:          runspace wait ID ; runspace logs ID -f
+
+    \b
+    Exit codes: 0 ok, 1 job failed or cancelled, 2 usage or invalid params,
+    3 daemon unreachable, 124 job timed out or hung (or a wait ran out).
     """
     ctx.ensure_object(dict)
     ctx.obj["socket"] = socket
@@ -166,7 +170,9 @@ def daemon(debug: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the status object as JSON.")
 @click.pass_context
 def submit(ctx, job, pairs, params_file, wait, follow, priority, idempotency_key, as_json) -> None:
-    """Submit JOB with key=value params; prints the job id (and the result with --wait)."""
+    """Submit JOB with key=value params.
+
+    Prints the job id; with --wait, the result (exit code follows the job)."""
     params = parse_pairs(pairs, params_file)
     with _client(ctx) as client:
         _, status = client.submit(job, params, wait=wait, priority=priority, idempotency_key=idempotency_key)
@@ -205,20 +211,21 @@ def status(ctx, job_id, as_json) -> None:
 @click.option("--state", help="Only jobs in this state.")
 @click.option("--job", help="Only jobs of this type.")
 @click.option("--batch", "batch_id", help="Only jobs of this batch.")
-@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--cursor", help="Continue after the page that printed this cursor.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def list_jobs(ctx, state, job, batch_id, limit, as_json) -> None:
+def list_jobs(ctx, state, job, batch_id, limit, cursor, as_json) -> None:
     """List your jobs, newest first."""
     with _fast_client(ctx) as client:
-        page = client.list(state=state, job=job, batch_id=batch_id, limit=limit)
+        page = client.list(state=state, job=job, batch_id=batch_id, limit=limit, cursor=cursor)
     if as_json:
         print_json(page)
         return
     for item in page["items"]:
         click.echo(f"{item['id']}  {item['state']:<10} {item['job']:<20} {item['requested_at']}")
     if page["next_cursor"]:
-        click.echo(f"(more: --limit {limit * 2})")
+        click.echo(f"(more: runspace list --cursor {page['next_cursor']})", err=True)
 
 
 @main.command()
@@ -243,7 +250,9 @@ def logs(ctx, job_id, follow, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def wait(ctx, job_id, timeout, as_json) -> None:
-    """Wait for a job to end, with a progress bar; exit code follows the job's state."""
+    """Wait for a job to end, with a progress bar.
+
+    The exit code follows the job's state."""
     from supervisor.progress import follow_progress
 
     with _client(ctx) as client:
@@ -257,7 +266,9 @@ def wait(ctx, job_id, timeout, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def cancel(ctx, job_id, as_json) -> None:
-    """Cancel a queued or running job (its whole process tree is killed)."""
+    """Cancel a queued or running job.
+
+    A running job's whole process tree is killed (SIGTERM, then SIGKILL after kill_grace)."""
     with _fast_client(ctx) as client:
         data = client.cancel(job_id)
     print_json(data) if as_json else print_status(data)
@@ -292,7 +303,9 @@ def read_items(path: str) -> list[dict[str, Any]]:
 @click.option("--json", "as_json", is_flag=True, help="Print the batch summary as JSON.")
 @click.pass_context
 def batch(ctx, job, items_file, callback, batch_id, detach, as_json) -> None:
-    """Submit one JOB per line of FILE.jsonl as a batch and follow it with a progress bar.
+    """Submit a batch: one JOB per line of FILE.jsonl.
+
+    Follows the batch with a progress bar.
 
     Every item is validated first: one bad item and nothing is queued. Exit code 0 when
     every item succeeded, 1 otherwise.
@@ -319,7 +332,9 @@ def batch(ctx, job, items_file, callback, batch_id, detach, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help='Print {"user": ..., "lines": [...]} (not with -f).')
 @click.pass_context
 def user_log(ctx, user, follow, as_json) -> None:
-    """Print the unified log of USER (default: you): every job's events and ctx.log lines."""
+    """Print a user's unified log.
+
+    USER defaults to you: every job's events and ctx.log lines, one per line."""
     from supervisor.auth import user_name
 
     user = user or user_name(os.getuid())
@@ -346,7 +361,9 @@ def user_log(ctx, user, follow, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def jobs(ctx, as_json) -> None:
-    """List job types, their options and params; and modules that failed to load."""
+    """List job types and their params.
+
+    Also shows their options and any job module that failed to load."""
     with _client(ctx) as client:
         data = client.job_types()
     if as_json:
@@ -373,7 +390,9 @@ def jobs(ctx, as_json) -> None:
 @click.option("--debug", is_flag=True, help="Stop in the debugger (pdb) when the job raises.")
 @click.option("--json", "as_json", is_flag=True)
 def run(job, pairs, params_file, debug, as_json) -> None:
-    """Run JOB inline in this terminal, without a daemon (`breakpoint()` works)."""
+    """Run JOB inline, without a daemon.
+
+    Same validation and context as under the daemon, in this terminal, so `breakpoint()` works."""
     from supervisor.auth import user_name
     from supervisor.inline import run_inline
 

@@ -127,11 +127,11 @@ class Scheduler:
             if (rec.pid, rec.pid_started) != (leader.pid, leader.started):  # found by its marker
                 rec.pid, rec.pid_started = leader.pid, leader.started
                 self.s.store.update(rec, "pid", "pid_started")
-            run = self.adopt(rec, JobTree(rec.id, leader.pid, leader.started, cgroup))
+            run = self._track(rec, JobTree(rec.id, leader.pid, leader.started, cgroup))
             self._adopted.append((leader.pidfd, run))
             self.s.user_log.event(rec, f"re-adopted after a daemon restart (pid {leader.pid})")
         elif ever_ran(files):
-            run = self.adopt(rec, JobTree(rec.id, None, rec.started_at, cgroup))
+            run = self._track(rec, JobTree(rec.id, None, rec.started_at, cgroup))
         else:  # the daemon died between claiming and starting it: job code never ran
             rec.state, rec.attempt, rec.pid = JobState.QUEUED, max(rec.attempt - 1, 0), None
             self.s.store.update(rec, "state", "attempt", "pid")
@@ -144,7 +144,7 @@ class Scheduler:
 
     def cancel(self, rec: JobRecord) -> None:
         if self.queue.remove(rec.id) is not None:
-            self._finalize(rec, Outcome(JobState.CANCELLED, reason="cancelled", error_type="Cancelled",
+            self._record_end(rec, Outcome(JobState.CANCELLED, reason="cancelled", error_type="Cancelled",
                                         error_message="cancelled before it started"))
             return
         run = self.running.get(rec.id)
@@ -264,7 +264,7 @@ class Scheduler:
     def _start(self, rec: JobRecord) -> None:
         jt = self._registry().types.get(rec.job)
         if jt is None:
-            self._finalize(rec, Outcome(JobState.FAILED, error_type="UnknownJob",
+            self._record_end(rec, Outcome(JobState.FAILED, error_type="UnknownJob",
                                         error_message=f"job type {rec.job!r} is no longer defined"))
             return
         rec.state, rec.attempt, rec.started_at = JobState.RUNNING, rec.attempt + 1, time.time()
@@ -282,11 +282,11 @@ class Scheduler:
             logger.exception("cannot start job {}", rec.id)
             if self.s.cgroups:
                 self.s.cgroups.remove(rec.id)
-            self._finalize(rec, Outcome(JobState.FAILED, error_type="LaunchError", error_message=str(exc)))
+            self._record_end(rec, Outcome(JobState.FAILED, error_type="LaunchError", error_message=str(exc)))
             return
         rec.pid, rec.pid_started = launched.pid, launched.started
         self.s.store.update(rec, "pid", "pid_started")
-        run = self.adopt(rec, JobTree(rec.id, launched.pid, launched.started or rec.started_at, cgroup))
+        run = self._track(rec, JobTree(rec.id, launched.pid, launched.started or rec.started_at, cgroup))
         if launched.forked:
             self._watch_by_pidfd(launched.pid, run)
         else:
@@ -306,7 +306,8 @@ class Scheduler:
         assert self._tg is not None
         self._tg.start_soon(wait_adopted, pidfd, run.on_exit)
 
-    def adopt(self, rec: JobRecord, tree: JobTree) -> RunningJob:
+    def _track(self, rec: JobRecord, tree: JobTree) -> RunningJob:
+        """Make a job (just launched, or found again after a restart) one this scheduler supervises."""
         run = RunningJob(rec, tree, RunFiles.of(self.s.settings.state_dir, rec.id), self.limits_of(rec.job),
                          self.s.settings.logs)
         self.running[rec.id] = run
@@ -317,7 +318,7 @@ class Scheduler:
     async def _supervise(self, run: RunningJob) -> None:
         outcome = await supervise(run, self._record_kill)
         del self.running[run.rec.id]
-        self._finish(run.rec, outcome)
+        self._end_or_retry(run.rec, outcome)
         run.files.remove()
         if self.s.cgroups:
             self.s.cgroups.remove(run.rec.id)
@@ -332,13 +333,13 @@ class Scheduler:
 
     # -- endings -----------------------------------------------------------------
 
-    def _finish(self, rec: JobRecord, outcome: Outcome) -> None:
+    def _end_or_retry(self, rec: JobRecord, outcome: Outcome) -> None:
         opts = self.options_of(rec.job)
         retryable = outcome.state in (JobState.FAILED, JobState.TIMED_OUT, JobState.HUNG, JobState.LOST)
         if retryable and rec.attempt <= opts.retries:
             self._retry(rec, outcome, opts)
         else:
-            self._finalize(rec, outcome)
+            self._record_end(rec, outcome)
 
     def _retry(self, rec: JobRecord, outcome: Outcome, opts: JobOptions) -> None:
         delay = opts.retry_backoff * 2 ** (rec.attempt - 1)
@@ -354,7 +355,7 @@ class Scheduler:
         self._notify(rec.id)
         self.wake()
 
-    def _finalize(self, rec: JobRecord, outcome: Outcome) -> None:
+    def _record_end(self, rec: JobRecord, outcome: Outcome) -> None:
         for name, value in vars(outcome).items():
             setattr(rec, name, value)
         rec.finished_at = time.time()

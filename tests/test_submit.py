@@ -149,3 +149,24 @@ def test_unknown_param_is_rejected_not_ignored(daemon: DaemonProcess) -> None:
     errors = resp.json()["errors"]
     assert [e["loc"] for e in errors] == [["params", "secs"]]
     assert "seconds" in errors[0]["msg"]
+
+
+def test_prefer_wait_is_acknowledged(daemon: DaemonProcess) -> None:
+    resp = raw(daemon, "POST", "/v1/jobs", json={"job": "echo", "params": {"value": 4}}, headers={"Prefer": "wait=20"})
+    assert resp.status_code == 200 and resp.headers["preference-applied"] == "wait=20"
+
+
+def test_jobs_fork_from_the_warm_fork_server(daemon: DaemonProcess) -> None:
+    from tests.conftest import wait_until
+
+    wait_until(lambda: daemon.client.request("GET", "/healthz").json()["fork_server"] == "ready",
+               what="the fork server to warm up")
+    result = daemon.submit("echo", {"value": 1}, wait=20)["result"]
+    assert daemon.proc is not None and result["ppid"] != daemon.proc.pid  # the zygote's child
+
+
+def test_without_fork_server_jobs_are_spawned_by_the_daemon(make_daemon) -> None:
+    daemon = make_daemon(RUNSPACE_FORK_SERVER="false")
+    assert daemon.client.request("GET", "/healthz").json()["fork_server"] == "off"
+    result = daemon.submit("echo", {"value": 1}, wait=20)["result"]
+    assert daemon.proc is not None and result["ppid"] == daemon.proc.pid

@@ -71,7 +71,10 @@ async def submit_job(
     if seconds > 0 and not rec.state.done:
         await daemon.scheduler.wait_done(rec.id, seconds)
         rec = daemon.store.get(rec.id) or rec
-    return status_response(rec, 200 if rec.state.done else 202)  # an idempotent replay of a done job: 200
+    response = status_response(rec, 200 if rec.state.done else 202)  # an idempotent replay of a done job: 200
+    if prefer and seconds > 0 and req.wait is None and wait is None:
+        response.headers["Preference-Applied"] = f"wait={seconds:g}"  # RFC 7240
+    return response
 
 
 @router.get("", response_model=dict)

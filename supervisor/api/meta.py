@@ -30,9 +30,20 @@ async def healthz(daemon: DaemonDep, _: CallerDep) -> dict[str, object]:
         "queued": len(daemon.scheduler.queue),
         "job_types": len(daemon.registry.types),
         "broken_modules": len(daemon.registry.broken),
+        "fork_server": _fork_server_state(daemon),
     }
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(daemon: DaemonDep, _: CallerDep) -> PlainTextResponse:
     return PlainTextResponse(render_metrics(daemon), media_type="text/plain; version=0.0.4")
+
+
+def _fork_server_state(daemon: DaemonDep) -> str:
+    """`warming` for the second or so after a (re)start while it imports the job modules."""
+    server = daemon.forkserver
+    if server is None:
+        return "off"
+    if server.ready():
+        return "ready"
+    return "warming" if server.running else "down (jobs start with posix_spawn)"

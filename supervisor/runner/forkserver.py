@@ -47,6 +47,10 @@ class ForkServer:
         self._sock, self._reader, self._ready = ours, ours.makefile("rb"), False
         return self.pid
 
+    @property
+    def running(self) -> bool:
+        return self._sock is not None
+
     def ready(self) -> bool:
         """Non-blocking: has the zygote announced it is warm?"""
         if self._ready or self._sock is None:

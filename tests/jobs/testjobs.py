@@ -24,6 +24,7 @@ def echo(params: Value, ctx: JobContext) -> dict:
     """Returns its value (after an optional delay)."""
     time.sleep(params.delay)
     return {"value": params.value, "job_id": ctx.job_id, "requestor": ctx.requestor, "pid": os.getpid(),
+            "ppid": os.getppid(),
             "uid": os.getuid(), "tmpdir": str(ctx.tmpdir), "tmpdir_exists": ctx.tmpdir.is_dir()}
 
 

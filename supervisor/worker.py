@@ -119,12 +119,13 @@ def run_job(jt: JobType, spec: dict[str, Any], ctx: JobContext) -> dict[str, Any
             return run_command(jt.func(params, ctx), ctx, cwd=Path(spec["tmpdir"]))
         return run_python(jt, params, ctx)
     except Exception as exc:
-        traceback.print_exc()
-        return {
-            "state": "failed",
-            "error": {"type": type(exc).__name__, "message": str(exc)},
-            "exit_code": 1,
-        }
+        return failed(exc)
+
+
+def failed(exc: Exception) -> dict[str, Any]:
+    """The outcome of a job that raised: traceback in its log, type and message in its status."""
+    traceback.print_exc()
+    return {"state": "failed", "error": {"type": type(exc).__name__, "message": str(exc)}, "exit_code": 1}
 
 
 def claim_start(files: RunFiles) -> bool:
@@ -153,8 +154,7 @@ def import_job(spec: dict[str, Any]) -> JobType | dict[str, Any]:
         import supervisor.command  # noqa: F401
         return jt
     except Exception as exc:
-        traceback.print_exc()
-        return {"state": "failed", "error": {"type": type(exc).__name__, "message": str(exc)}, "exit_code": 1}
+        return failed(exc)
 
 
 def main() -> None:

@@ -68,17 +68,22 @@ def read_input(path: str, option: str) -> str:
         raise InvalidParams(f"{option} {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
 
 
+def json_object(text: str, where: str) -> dict[str, Any]:
+    """A JSON object of params; `where` names the option (and line) in the error."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidParams(f"{where}: not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidParams(f"{where}: must hold a JSON object (a job's params)")
+    return value
+
+
 def parse_pairs(pairs: tuple[str, ...], params_file: str | None) -> dict[str, Any]:
     """`key=value` pairs: values stay strings (the params model coerces them), JSON for [..] and {..}."""
     params: dict[str, Any] = {}
     if params_file:
-        text = read_input(params_file, "--params")
-        try:
-            params = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InvalidParams(f"--params {params_file}: not valid JSON: {exc}") from None
-        if not isinstance(params, dict):
-            raise InvalidParams(f"--params {params_file}: must hold a JSON object")
+        params = json_object(read_input(params_file, "--params"), f"--params {params_file}")
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
@@ -281,13 +286,7 @@ def read_items(path: str) -> list[dict[str, Any]]:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InvalidParams(f"--items {path} line {number}: not valid JSON: {exc}") from None
-        if not isinstance(item, dict):
-            raise InvalidParams(f"--items {path} line {number}: must be a JSON object (one item's params)")
-        items.append(item)
+        items.append(json_object(line, f"--items {path} line {number}"))
     if not items:
         raise InvalidParams(f"--items {path} holds no items")
     return items

@@ -157,10 +157,12 @@ def import_job(spec: dict[str, Any]) -> JobType | dict[str, Any]:
         return failed(exc)
 
 
-def main() -> None:
+def main(in_cgroup: bool = False) -> None:
+    """`in_cgroup`: the fork server created this process inside the job's cgroup already."""
     files = RunFiles(Path(sys.argv[1]))
     spec = read_root_spec(files.spec)
-    join_cgroup(spec.get("cgroup"))
+    if not in_cgroup:
+        join_cgroup(spec.get("cgroup"))
     if not claim_start(files):
         sys.exit(EXIT_ALREADY_STARTED)
     sys.stdout = StampedStream(1)

@@ -65,10 +65,10 @@ class ForkServer:
                 self.close()
         return self._ready
 
-    def fork_job(self, run_dir: Path, log: Path, env: dict[str, str]) -> int:
+    def fork_job(self, run_dir: Path, log: Path, env: dict[str, str], cgroup: Path | None) -> int:
         if self._sock is None or self._reader is None:
             raise ForkServerError("the fork server is not running")
-        request = {"run_dir": str(run_dir), "log": str(log), "env": env}
+        request = {"run_dir": str(run_dir), "log": str(log), "env": env, "cgroup": str(cgroup) if cgroup else None}
         try:
             self._sock.sendall(json.dumps(request).encode() + b"\n")
             reply = json.loads(self._reader.readline() or b"null")

@@ -73,7 +73,7 @@ def launch(rec: JobRecord, jt: JobType, paths: LaunchPaths, forkserver: ForkServ
     env = job_environment(rec, files, paths.run_as)
     if forkserver is not None and forkserver.ready():
         try:
-            pid = forkserver.fork_job(files.dir, log, env)
+            pid = forkserver.fork_job(files.dir, log, env, paths.cgroup)
             return Launched(pid, process_start_time(pid) or 0.0, forked=True)
         except ForkServerError as exc:
             logger.warning("fork server failed ({}); starting job {} with posix_spawn", exc, rec.id)

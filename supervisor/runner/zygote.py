@@ -21,6 +21,7 @@ from typing import Any
 
 from supervisor import worker
 from supervisor.registry import import_module_file
+from supervisor.runner.clone import CgroupFork
 from supervisor.runner.files import ENV_MARKER, MARKER_PLACEHOLDER, RunFiles, write_json_atomic
 from supervisor.runner.reap import exited_children
 
@@ -58,7 +59,7 @@ def _stamp_marker(job_id: str) -> None:
         index += 1
 
 
-def _become_job(request: dict[str, Any], server: socket.socket) -> None:
+def _become_job(request: dict[str, Any], server: socket.socket, in_cgroup: bool) -> None:
     """In the forked child: same set-up as a posix_spawned worker, then run the worker."""
     try:
         server.close()
@@ -75,7 +76,7 @@ def _become_job(request: dict[str, Any], server: socket.socket) -> None:
         os.environ.clear()
         os.environ.update(request["env"])
         sys.argv = ["supervisor.worker", request["run_dir"]]
-        worker.main()
+        worker.main(in_cgroup=in_cgroup)
     finally:
         os._exit(70)  # worker.main() exits itself; reaching here means set-up failed
 
@@ -84,15 +85,17 @@ def serve(server: socket.socket) -> None:
     signal.signal(signal.SIGCHLD, _reap)
     server.sendall(b'{"ready": true}\n')
     reader = server.makefile("rb")
+    forker = CgroupFork()
     for line in reader:  # EOF: the daemon is gone; our jobs live on in their own sessions
         request = json.loads(line)
         try:
-            pid = os.fork()
+            cgroup = request.get("cgroup")
+            pid, in_cgroup = forker.fork(Path(cgroup) if cgroup else None)
         except OSError as exc:
             server.sendall(json.dumps({"error": str(exc)}).encode() + b"\n")
             continue
         if pid == 0:
-            _become_job(request, server)
+            _become_job(request, server, in_cgroup)
         _children[pid] = Path(request["run_dir"])
         server.sendall(json.dumps({"pid": pid}).encode() + b"\n")
 

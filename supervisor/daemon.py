@@ -62,6 +62,7 @@ class Daemon:
         self.tokens: TokenTable | None = None
         self.registry = Registry()
         self.forkserver: ForkServer | None = None
+        self.cgroups: JobCgroups | None = None
         self.store: Store
         self.scheduler: Scheduler
 
@@ -90,7 +91,8 @@ class Daemon:
         if self.forkserver is None:
             return
         self.forkserver.close()
-        self.forkserver.start({jt.module_path for jt in self.registry.types.values() if jt.module_path})
+        modules = {jt.module_path for jt in self.registry.types.values() if jt.module_path}
+        self.forkserver.start(modules, self.cgroups.root if self.cgroups else None)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -124,7 +126,7 @@ class Daemon:
         with contextlib.suppress(FileNotFoundError):
             events_path.unlink()
         events = await anyio.create_unix_datagram_socket(local_path=events_path, local_mode=0o666)
-        cgroups = self._cgroups()
+        self.cgroups = cgroups = self._cgroups()
         self.forkserver = ForkServer() if s.fork_server else None
         self._restart_forkserver()
         services = Services(s, self.store, UserLog(s.logs, s.log_rotation, s.log_retention), Reaper(), cgroups,
@@ -158,10 +160,10 @@ class Daemon:
             if not inherited:  # by path: uvicorn has closed the socket object by now
                 with contextlib.suppress(FileNotFoundError):
                     s.socket.unlink()
+            if self.forkserver:  # first: its spare's cgroup must be empty for cgroups.close()
+                self.forkserver.close()
             if cgroups:
                 cgroups.close()
-            if self.forkserver:
-                self.forkserver.close()
             self.store.close()
         logger.info("daemon stopped; running jobs keep running and will be re-adopted")
 

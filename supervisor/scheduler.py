@@ -7,6 +7,7 @@ how each ended. The store is the truth; the queue and running table are its live
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections import Counter
@@ -27,6 +28,7 @@ from supervisor.queue import JobQueue
 from supervisor.registry import JobOptions, Registry
 from supervisor.runner.adopt import Leader, ever_ran, find_leaders
 from supervisor.runner.cgroups import JobCgroups, cgroup_kill
+from supervisor.runner.spares import spare_prefix
 from supervisor.runner.files import RunFiles
 from supervisor.runner.forkserver import ForkServer
 from supervisor.runner.identity import job_identity
@@ -41,6 +43,7 @@ from supervisor.userlog import UserLog
 if TYPE_CHECKING:  # psycopg is optional; only a shared store imports it
     from supervisor.shared_queue import SharedQueue
 
+_FORKED_CGROUP = re.compile(r"z\d+-\d+")  # runner/spares.py
 _FINAL_FIELDS = ("state", "result", "error_type", "error_message", "exit_code", "signal",
                  "reason", "killed_at", "finished_at", "pid")
 
@@ -113,16 +116,20 @@ class Scheduler:
             for path in run_root.iterdir():
                 if path.name not in self.running and is_job_id(path.name):
                     RunFiles(path).remove()
-        for job_id in self.s.cgroups.job_ids() if self.s.cgroups else []:
-            if job_id not in self.running and is_job_id(job_id):
-                cgroup_kill(self.s.cgroups.path(job_id))  # anything inside is a stray of an ended job
-                self.s.cgroups.remove(job_id)
+        live = {run.tree.cgroup for run in self.running.values()}
+        spares = spare_prefix(self.s.forkserver.pid) if self.s.forkserver and self.s.forkserver.pid else None
+        for path in self.s.cgroups.all() if self.s.cgroups else []:
+            ours = is_job_id(path.name) or _FORKED_CGROUP.fullmatch(path.name)
+            if ours and path not in live and not (spares and path.name.startswith(spares)):
+                cgroup_kill(path)  # anything inside is a stray of an ended job
+                self.s.cgroups.remove(path)
 
     def _recover_running(self, rec: JobRecord, leader: Leader | None) -> None:
         files = RunFiles.of(self.s.settings.state_dir, rec.id)
-        cgroup = self.s.cgroups.path(rec.id) if self.s.cgroups else None
-        if cgroup is not None and not cgroup.exists():
-            cgroup = None
+        cgroup = None
+        if self.s.cgroups:  # made by the fork server (its path is in the run dir), else by us
+            cgroup = files.recorded_cgroup() or self.s.cgroups.root / rec.id
+            cgroup = cgroup if cgroup.exists() else None
         if leader is not None:
             if (rec.pid, rec.pid_started) != (leader.pid, leader.started):  # found by its marker
                 rec.pid, rec.pid_started = leader.pid, leader.started
@@ -272,21 +279,19 @@ class Scheduler:
         rec.progress = rec.total = rec.message = None
         self.s.store.update(rec, "state", "attempt", "started_at", "processed_by", "pid", "pid_started",
                             "progress", "total", "message")
-        cgroup = self.s.cgroups.create(rec.id) if self.s.cgroups else None
         try:
             run_as = job_identity(jt.options, rec.requestor, self.s.settings)
             paths = LaunchPaths(self.s.settings.state_dir, self.s.settings.logs,
-                                self.s.events_socket, cgroup, run_as)
+                                self.s.events_socket, self.s.cgroups, run_as)
             launched = launch(rec, jt, paths, self.s.forkserver)
         except (OSError, NotAllowed) as exc:
             logger.exception("cannot start job {}", rec.id)
-            if self.s.cgroups:
-                self.s.cgroups.remove(rec.id)
             self._record_end(rec, Outcome(JobState.FAILED, error_type="LaunchError", error_message=str(exc)))
             return
         rec.pid, rec.pid_started = launched.pid, launched.started
         self.s.store.update(rec, "pid", "pid_started")
-        run = self._track(rec, JobTree(rec.id, launched.pid, launched.started or rec.started_at, cgroup))
+        run = self._track(rec, JobTree(rec.id, launched.pid, launched.started or rec.started_at,
+                                            launched.cgroup))
         if launched.forked:
             self._watch_by_pidfd(launched.pid, run)
         else:
@@ -319,9 +324,9 @@ class Scheduler:
         outcome = await supervise(run, self._record_kill)
         del self.running[run.rec.id]
         self._end_or_retry(run.rec, outcome)
+        if self.s.cgroups and run.tree.cgroup:
+            self.s.cgroups.remove(run.tree.cgroup)
         run.files.remove()
-        if self.s.cgroups:
-            self.s.cgroups.remove(run.rec.id)
         self.dispatch()
 
     def _record_kill(self, run: RunningJob) -> None:

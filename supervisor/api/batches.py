@@ -18,7 +18,7 @@ from supervisor.store.base import BatchRecord
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
 
-def batches_of(request: Request) -> Batches:
+async def batches_of(request: Request) -> Batches:
     return request.app.state.batches
 
 

@@ -14,13 +14,17 @@ if TYPE_CHECKING:
     from supervisor.daemon import Daemon
 
 
-def daemon_of(request: Request) -> Daemon:
+# Both are `async def` although they never await: FastAPI runs a plain `def` dependency in a
+# worker thread, and two thread hops per request cost more than the whole route.
+
+
+async def daemon_of(request: Request) -> Daemon:
     return request.app.state.daemon
 
 
-def caller_of(request: Request) -> Caller:
+async def caller_of(request: Request) -> Caller:
     """Unix socket: the peer's uid (SO_PEERCRED). TCP: the user its bearer token maps to."""
-    daemon = daemon_of(request)
+    daemon: Daemon = request.app.state.daemon
     state = request.scope.get("state", {})
     peer = state.get("peer")
     if peer is not None:

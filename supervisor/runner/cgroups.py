@@ -39,31 +39,31 @@ def detect_cgroup_root(name: str) -> Path | None:
 
 
 class JobCgroups:
+    """One cgroup per job under `root`: named after the job when the daemon creates it for a
+    posix_spawned job, after the fork server when it made it (runner/spares.py)."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def path(self, job_id: str) -> Path:
-        return self.root / job_id
-
     def create(self, job_id: str) -> Path:
-        path = self.path(job_id)
+        path = self.root / job_id
         path.mkdir(exist_ok=True)
         return path
 
-    def remove(self, job_id: str) -> None:
+    def remove(self, path: Path) -> None:
         with contextlib.suppress(OSError):
-            self.path(job_id).rmdir()
+            path.rmdir()
 
-    def job_ids(self) -> list[str]:
+    def all(self) -> list[Path]:
         with contextlib.suppress(OSError):
-            return [p.name for p in self.root.iterdir() if p.is_dir()]
+            return [p for p in self.root.iterdir() if p.is_dir()]
         return []
 
     def close(self) -> None:
         """Remove empty job cgroups, then our root if it is empty; cgroups of running jobs stay
         (rmdir refuses populated ones) so the next daemon finds them when it re-adopts."""
-        for job_id in self.job_ids():
-            self.remove(job_id)
+        for path in self.all():
+            self.remove(path)
         with contextlib.suppress(OSError):
             self.root.rmdir()
 

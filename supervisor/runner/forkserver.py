@@ -31,9 +31,10 @@ class ForkServer:
         self._ready = False
         self.pid: int | None = None
 
-    def start(self, modules: Iterable[Path]) -> int:
+    def start(self, modules: Iterable[Path], cgroup_root: Path | None) -> int:
+        """`cgroup_root`: where the zygote creates a cgroup for each child (None: no cgroups)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        argv = [sys.executable, "-m", "supervisor.runner.zygote", "3", *map(str, modules)]
+        argv = [sys.executable, "-m", "supervisor.runner.zygote", "3", str(cgroup_root or "-"), *map(str, modules)]
         try:
             self.pid = os.posix_spawn(
                 sys.executable, argv, {**os.environ, ENV_MARKER: MARKER_PLACEHOLDER},
@@ -65,10 +66,11 @@ class ForkServer:
                 self.close()
         return self._ready
 
-    def fork_job(self, run_dir: Path, log: Path, env: dict[str, str], cgroup: Path | None) -> int:
+    def fork_job(self, run_dir: Path, log: Path, env: dict[str, str]) -> tuple[int, Path | None]:
+        """(pid, the cgroup the job runs in)."""
         if self._sock is None or self._reader is None:
             raise ForkServerError("the fork server is not running")
-        request = {"run_dir": str(run_dir), "log": str(log), "env": env, "cgroup": str(cgroup) if cgroup else None}
+        request = {"run_dir": str(run_dir), "log": str(log), "env": env}
         try:
             self._sock.sendall(json.dumps(request).encode() + b"\n")
             reply = json.loads(self._reader.readline() or b"null")
@@ -77,7 +79,7 @@ class ForkServer:
             raise ForkServerError(f"the fork server stopped answering: {exc}") from exc
         if not reply or "pid" not in reply:
             raise ForkServerError(f"the fork server could not start the job: {reply}")
-        return int(reply["pid"])
+        return int(reply["pid"]), Path(reply["cgroup"]) if reply.get("cgroup") else None
 
     def close(self) -> None:
         """Closing our end makes the zygote exit; jobs it forked keep running."""

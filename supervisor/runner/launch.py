@@ -14,6 +14,7 @@ from loguru import logger
 from supervisor.logs import job_log_path, user_log_path
 from supervisor.models import JobRecord
 from supervisor.registry import JobType
+from supervisor.runner.cgroups import JobCgroups
 from supervisor.runner.files import ENV_MARKER, RunFiles
 from supervisor.runner.forkserver import ForkServer, ForkServerError
 from supervisor.runner.identity import RunAs
@@ -27,6 +28,7 @@ class Launched:
     pid: int
     started: float  # the process's create_time: with the pid, its identity
     forked: bool = False  # a child of the fork server, not of the daemon: watch it by pidfd
+    cgroup: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -34,11 +36,11 @@ class LaunchPaths:
     state_dir: Path
     log_dir: Path
     events_socket: Path | None
-    cgroup: Path | None
+    cgroups: JobCgroups | None
     run_as: RunAs | None = None  # set when the daemon is root: the job drops to this user
 
 
-def job_spec(rec: JobRecord, jt: JobType, files: RunFiles, paths: LaunchPaths) -> dict[str, Any]:
+def job_spec(rec: JobRecord, jt: JobType, files: RunFiles, paths: LaunchPaths, cgroup: Path | None) -> dict[str, Any]:
     return {
         "id": rec.id,
         "job": rec.job,
@@ -50,7 +52,7 @@ def job_spec(rec: JobRecord, jt: JobType, files: RunFiles, paths: LaunchPaths) -
         "tmpdir": str(files.tmp),
         "user_log": str(user_log_path(paths.log_dir, rec.log_user)),
         "events_socket": str(paths.events_socket) if paths.events_socket else None,
-        "cgroup": str(paths.cgroup) if paths.cgroup else None,
+        "cgroup": str(cgroup) if cgroup else None,  # to join: set for posix_spawned jobs only
         "run_as": jt.options.run_as,
         **(paths.run_as.spec_fields() if paths.run_as else {}),
     }
@@ -67,20 +69,28 @@ def job_environment(rec: JobRecord, files: RunFiles, run_as: RunAs | None = None
 
 
 def launch(rec: JobRecord, jt: JobType, paths: LaunchPaths, forkserver: ForkServer | None = None) -> Launched:
+    """Start the job; the fork server puts it in a cgroup itself, posix_spawn'ed jobs join one."""
     files = RunFiles.of(paths.state_dir, rec.id)
-    files.prepare(job_spec(rec, jt, files, paths))
     log = job_log_path(paths.log_dir, rec.id)
     env = job_environment(rec, files, paths.run_as)
     if forkserver is not None and forkserver.ready():
+        files.prepare(job_spec(rec, jt, files, paths, None))
         try:
-            pid = forkserver.fork_job(files.dir, log, env, paths.cgroup)
-            return Launched(pid, process_start_time(pid) or 0.0, forked=True)
+            pid, cgroup = forkserver.fork_job(files.dir, log, env)
+            return Launched(pid, process_start_time(pid) or 0.0, forked=True, cgroup=cgroup)
         except ForkServerError as exc:
             logger.warning("fork server failed ({}); starting job {} with posix_spawn", exc, rec.id)
-    return _spawn(files, log, env)
+    cgroup = paths.cgroups.create(rec.id) if paths.cgroups else None
+    files.prepare(job_spec(rec, jt, files, paths, cgroup))
+    try:
+        return _spawn(files, log, env, cgroup)
+    except OSError:
+        if cgroup is not None:
+            paths.cgroups.remove(cgroup)
+        raise
 
 
-def _spawn(files: RunFiles, log: Path, env: dict[str, str]) -> Launched:
+def _spawn(files: RunFiles, log: Path, env: dict[str, str], cgroup: Path | None) -> Launched:
     log_fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     argv = [sys.executable, "-m", "supervisor.worker", str(files.dir)]
     try:
@@ -99,7 +109,7 @@ def _spawn(files: RunFiles, log: Path, env: dict[str, str]) -> Launched:
         )
     finally:
         os.close(log_fd)
-    return Launched(pid, process_start_time(pid) or 0.0)
+    return Launched(pid, process_start_time(pid) or 0.0, cgroup=cgroup)
 
 
 def process_start_time(pid: int) -> float | None:

@@ -1,9 +1,11 @@
 """The fork server process: imports the worker and every job module once, then forks jobs.
 
 A forked job starts in a few milliseconds and shares the pre-imported pages copy-on-write,
-instead of paying an interpreter start and all imports per job. Started by the daemon as
-`python -m supervisor.runner.zygote FD MODULE...`; FD is a stream socket to the daemon.
-Protocol: the daemon sends one JSON line per job, the zygote answers `{"pid": N}` or `{"error": …}`.
+instead of paying an interpreter start and all imports per job. The fork itself happens
+ahead of time: a spare child waits for the next job (runner/spares.py). Started by the daemon
+as `python -m supervisor.runner.zygote FD CGROUP_ROOT|- MODULE...`; FD is a stream socket to
+the daemon. Protocol: the daemon sends one JSON line per job, the zygote answers
+`{"pid": N, "cgroup": PATH|null}` or `{"error": …}`.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from typing import Any
 
 from supervisor import worker
 from supervisor.registry import import_module_file
-from supervisor.runner.clone import CgroupFork
 from supervisor.runner.files import ENV_MARKER, MARKER_PLACEHOLDER, RunFiles, write_json_atomic
 from supervisor.runner.reap import exited_children
+from supervisor.runner.spares import Spares
 
 _children: dict[int, Path] = {}
+_LIBC = ctypes.CDLL(None)  # opened once here, not in every job
 
 
 def _reap(*_: object) -> None:
@@ -46,8 +49,7 @@ def _stamp_marker(job_id: str) -> None:
     rewrites argv. Descendants that exec get the marker from os.environ as usual.
     """
     prefix = f"{ENV_MARKER}=".encode()
-    libc = ctypes.CDLL(None)
-    environ = ctypes.POINTER(ctypes.c_void_p).in_dll(libc, "environ")
+    environ = ctypes.POINTER(ctypes.c_void_p).in_dll(_LIBC, "environ")
     index = 0
     while environ[index]:
         address = environ[index]
@@ -59,51 +61,82 @@ def _stamp_marker(job_id: str) -> None:
         index += 1
 
 
-def _become_job(request: dict[str, Any], server: socket.socket, in_cgroup: bool) -> None:
-    """In the forked child: same set-up as a posix_spawned worker, then run the worker."""
+def _await_job(pipe: int, server: socket.socket, join: Path | None) -> None:
+    """In a spare child, ahead of its job: the job-independent set-up, then wait for the job."""
     try:
-        server.close()
-        _stamp_marker(request["env"][ENV_MARKER])
+        os.close(server.detach())  # detach: the zygote's reader must not close a reused fd later
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()
-        null = os.open(os.devnull, os.O_RDONLY)
-        log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        os.dup2(null, 0)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        os.close(null)
-        os.close(log)
-        os.environ.clear()
-        os.environ.update(request["env"])
-        sys.argv = ["supervisor.worker", request["run_dir"]]
-        worker.main(in_cgroup=in_cgroup)
+        if join is not None:  # no clone3 here: migrate now, while no job is waiting
+            Path(join, "cgroup.procs").write_text(str(os.getpid()))
+        request = _read_all(pipe)
+        if not request:
+            os._exit(0)  # the fork server closed without giving us a job
+        _become_job(json.loads(request))
     finally:
         os._exit(70)  # worker.main() exits itself; reaching here means set-up failed
 
 
-def serve(server: socket.socket) -> None:
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _become_job(request: dict[str, Any]) -> None:
+    """Same set-up as a posix_spawned worker, then run the worker (which exits itself)."""
+    _stamp_marker(request["env"][ENV_MARKER])
+    null = os.open(os.devnull, os.O_RDONLY)
+    log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    os.dup2(null, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(null)
+    os.close(log)
+    _set_environ(request["env"])
+    sys.argv = ["supervisor.worker", request["run_dir"]]
+    worker.main(in_cgroup=True)
+
+
+def _set_environ(env: dict[str, str]) -> None:
+    """Only the differences: a job's environment is mostly the daemon's (each putenv costs)."""
+    for key in [key for key in os.environ if key not in env]:
+        del os.environ[key]
+    for key, value in env.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+
+
+def serve(server: socket.socket, cgroup_root: Path | None) -> None:
     signal.signal(signal.SIGCHLD, _reap)
+    spares = Spares(cgroup_root, lambda pipe, join: _await_job(pipe, server, join))
+    spares.remove_leftovers()
+    spares.refill()
     server.sendall(b'{"ready": true}\n')
-    reader = server.makefile("rb")
-    forker = CgroupFork()
-    for line in reader:  # EOF: the daemon is gone; our jobs live on in their own sessions
-        request = json.loads(line)
-        try:
-            cgroup = request.get("cgroup")
-            pid, in_cgroup = forker.fork(Path(cgroup) if cgroup else None)
-        except OSError as exc:
-            server.sendall(json.dumps({"error": str(exc)}).encode() + b"\n")
-            continue
-        if pid == 0:
-            _become_job(request, server, in_cgroup)
-        _children[pid] = Path(request["run_dir"])
-        server.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+    # EOF (or a reset: the daemon closed without reading all we sent) means the daemon is
+    # gone; our jobs live on in their own sessions.
+    with contextlib.suppress(ConnectionResetError), contextlib.closing(spares):
+        for line in server.makefile("rb"):
+            _start(json.loads(line), spares, server)
+
+
+def _start(request: dict[str, Any], spares: Spares, server: socket.socket) -> None:
+    try:
+        spare = spares.start(request, _children)
+    except OSError as exc:
+        server.sendall(json.dumps({"error": str(exc)}).encode() + b"\n")
+        return
+    cgroup = str(spare.cgroup) if spare.cgroup else None
+    server.sendall(json.dumps({"pid": spare.pid, "cgroup": cgroup}).encode() + b"\n")
+    spares.refill()  # the next job's fork happens now, while the daemon goes on
 
 
 def main() -> None:
     server = socket.socket(fileno=int(sys.argv[1]))
     os.set_inheritable(server.fileno(), False)
-    for module in sys.argv[2:]:  # the modules the daemon loaded and trusted, imported once
+    cgroup_root = Path(sys.argv[2]) if sys.argv[2] != "-" else None
+    for module in sys.argv[3:]:  # the modules the daemon loaded and trusted, imported once
         try:
             import_module_file(Path(module))
         except Exception:
@@ -113,7 +146,7 @@ def main() -> None:
     # Everything imported so far lives for good: keep the collector from touching (and so
     # copying) those pages in every forked job.
     gc.freeze()
-    serve(server)
+    serve(server, cgroup_root)
 
 
 if __name__ == "__main__":

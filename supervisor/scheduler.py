@@ -27,7 +27,7 @@ from supervisor.models import JobRecord, JobState, KillReason
 from supervisor.queue import JobQueue
 from supervisor.registry import JobOptions, Registry
 from supervisor.runner.adopt import Leader, ever_ran, find_leaders
-from supervisor.runner.cgroups import JobCgroups, cgroup_kill
+from supervisor.runner.cgroups import JobCgroups, cgroup_kill, process_cgroup
 from supervisor.runner.spares import spare_prefix
 from supervisor.runner.files import RunFiles
 from supervisor.runner.forkserver import ForkServer
@@ -43,6 +43,7 @@ from supervisor.userlog import UserLog
 if TYPE_CHECKING:  # psycopg is optional; only a shared store imports it
     from supervisor.shared_queue import SharedQueue
 
+_TRASH_INTERVAL = 0.25
 _FORKED_CGROUP = re.compile(r"z\d+-\d+")  # runner/spares.py
 _FINAL_FIELDS = ("state", "result", "error_type", "error_message", "exit_code", "signal",
                  "reason", "killed_at", "finished_at", "pid")
@@ -72,6 +73,7 @@ class Scheduler:
         self._wake = anyio.Event()
         self._tg: TaskGroup | None = None
         self._adopted: list[tuple[int, RunningJob]] = []
+        self._trash: list[RunFiles] = []  # run dirs of ended jobs, removed by _empty_trash
         self.stats: Counter[str] = Counter()
         self.durations = DurationHistogram()
         # Called with each job's final record after it is persisted (batch callbacks hook in here).
@@ -127,8 +129,9 @@ class Scheduler:
     def _recover_running(self, rec: JobRecord, leader: Leader | None) -> None:
         files = RunFiles.of(self.s.settings.state_dir, rec.id)
         cgroup = None
-        if self.s.cgroups:  # made by the fork server (its path is in the run dir), else by us
-            cgroup = files.recorded_cgroup() or self.s.cgroups.root / rec.id
+        if self.s.cgroups:  # made by the fork server (its leader is in it), else by us
+            found = process_cgroup(leader.pid, self.s.cgroups.root) if leader else None
+            cgroup = found or self.s.cgroups.root / rec.id
             cgroup = cgroup if cgroup.exists() else None
         if leader is not None:
             if (rec.pid, rec.pid_started) != (leader.pid, leader.started):  # found by its marker
@@ -215,6 +218,7 @@ class Scheduler:
             for pidfd, run in self._adopted:
                 tg.start_soon(wait_adopted, pidfd, run.on_exit)
             self._adopted.clear()
+            tg.start_soon(self._empty_trash)
             while True:
                 self.dispatch()
                 next_at = self.queue.next_not_before()
@@ -326,8 +330,19 @@ class Scheduler:
         self._end_or_retry(run.rec, outcome)
         if self.s.cgroups and run.tree.cgroup:
             self.s.cgroups.remove(run.tree.cgroup)
-        run.files.remove()
+        if run.rec.state.done:  # a retry has removed the run dir already, before re-queueing
+            self._trash.append(run.files)
         self.dispatch()
+
+    async def _empty_trash(self) -> None:
+        """Remove ended jobs' run dirs in batches, in a worker thread: a directory's rmdir can
+        take a millisecond (ext4 with online discard, here). Whatever a crash leaves behind,
+        the next daemon removes in recover()."""
+        while True:
+            await anyio.sleep(_TRASH_INTERVAL)
+            batch, self._trash = self._trash, []
+            if batch:
+                await anyio.to_thread.run_sync(lambda: [files.remove() for files in batch])
 
     def _record_kill(self, run: RunningJob) -> None:
         rec = run.rec

@@ -16,12 +16,22 @@ def _cgroup2_mount() -> Path | None:
     return None
 
 
-def _own_cgroup() -> str:
-    with open("/proc/self/cgroup") as f:
+def _own_cgroup(pid: int | str = "self") -> str:
+    with open(f"/proc/{pid}/cgroup") as f:
         for line in f:
             if line.startswith("0::"):
                 return line[3:].strip()
     return "/"
+
+
+def process_cgroup(pid: int, root: Path) -> Path | None:
+    """The cgroup v2 of a live process, if it is one of ours (under `root`)."""
+    mount = _cgroup2_mount()
+    try:
+        path = mount / _own_cgroup(pid).lstrip("/") if mount else None
+    except OSError:
+        return None
+    return path if path is not None and path.parent == root else None
 
 
 def detect_cgroup_root(name: str) -> Path | None:

@@ -75,16 +75,6 @@ class RunFiles:
         return self.dir / "exit_status.json"
 
     @property
-    def cgroup(self) -> Path:
-        """The path of the job's cgroup, written by the fork server (see runner/spares.py)."""
-        return self.dir / "cgroup"
-
-    def recorded_cgroup(self) -> Path | None:
-        with contextlib.suppress(OSError):
-            return Path(self.cgroup.read_text()) or None
-        return None
-
-    @property
     def tmp(self) -> Path:
         return self.dir / "tmp"
 

@@ -5,7 +5,8 @@ again. A spare pays both while nothing waits; starting a job is then a pipe writ
 spare runs exactly one job (or none, when the fork server closes), so every job still
 is a process of its own. Its cgroup is named after the fork server (`z<pid>-<n>`), not
 the job, because the job is not known when the cgroup must exist (cgroup v2 cannot
-rename); the fork server reports the path with the pid and records it in the run dir.
+rename); the fork server reports the path with the pid, and a restarted daemon reads it
+from /proc/PID/cgroup of the job's leader.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.runner.clone import CgroupFork
-from supervisor.runner.files import RunFiles
 
 _POOL = 2
 # In the child: (read end of the job pipe, cgroup to join when clone3 could not place it).
@@ -72,14 +72,16 @@ class Spares:
             with contextlib.suppress(OSError):
                 path.rmdir()
 
-    def refill(self) -> None:
-        """Keep `_POOL` spares: the daemon starts jobs in bursts (a dispatch round, a batch)."""
+    def short(self) -> bool:
+        """Fewer than `_POOL` spares wait: the daemon starts jobs in bursts (a dispatch round)."""
+        return len(self._ready) < _POOL
+
+    def add(self) -> None:
         with contextlib.suppress(OSError):  # too few spares: a start forks on the spot
-            while len(self._ready) < _POOL:
-                self._ready.append(self._fork())
+            self._ready.append(self._fork())
 
     def start(self, request: dict[str, Any], children: dict[int, Path]) -> Spare:
-        """Hand the job to the waiting spare (or a fresh one); record its cgroup in the run dir.
+        """Hand the job to the waiting spare (or a fresh one).
 
         `children` (pid → run dir) learns the pid before the hand-off: a job that ends at
         once is already known to the SIGCHLD handler that records exit statuses."""
@@ -87,8 +89,6 @@ class Spares:
         for _ in range(2):  # a spare that died while waiting is replaced once
             spare = self._ready.pop(0) if self._ready else self._fork()
             children[spare.pid] = run_dir
-            if spare.cgroup is not None:
-                RunFiles(run_dir).cgroup.write_text(str(spare.cgroup))
             if spare.hand(request):
                 return spare
             del children[spare.pid]

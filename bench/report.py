@@ -18,8 +18,8 @@ class Row:
     """One measured figure: runspace's value and each peer's, measured in the same run.
 
     `better` says which direction wins; `advantage` turns each peer figure into "how many
-    times better runspace is" (> 1 = runspace ahead). For the Popen floor it is runspace's
-    share of the floor's rate.
+    times better runspace is" (> 1 = runspace ahead). For the Popen floor and the HTTP
+    ceiling it is runspace's share of that rate.
     """
 
     workload: str

@@ -29,6 +29,16 @@ def runspace_rate(d: RunspaceDaemon, job: str, count: int, timeout: float = 300)
     return count / (time.perf_counter() - start)
 
 
+def http_ceiling(d: RunspaceDaemon, count: int) -> float:
+    """Sequential `GET /v1/jobs/{id}` round trips per second from the same client: the most
+    jobs/s any design that makes one HTTP request per job could reach, before doing any work."""
+    job_id = d.client.submit("true_cmd", wait=10)["id"]
+    start = time.perf_counter()
+    for _ in range(count):
+        d.client.get(f"/v1/jobs/{job_id}")
+    return count / (time.perf_counter() - start)
+
+
 def tsp_rate(ctx: Context, count: int, slots: int) -> float:
     tsp = Tsp(ctx.dir("tsp"), slots).start()
     try:
@@ -68,7 +78,8 @@ def command_jobs(ctx: Context, d8: RunspaceDaemon) -> list[Row]:
     n, serial = ctx.sizes.command_jobs, ctx.sizes.serial_jobs
     rows = []
     rs = runspace_rate(d8, "true_cmd", n)
-    peers = {"tsp -S 8": tsp_rate(ctx, n, 8) if have("tsp") else None, "Popen floor": popen_floor(n, 8)}
+    peers = {"tsp -S 8": tsp_rate(ctx, n, 8) if have("tsp") else None, "Popen floor": popen_floor(n, 8),
+             "HTTP GET ceiling": http_ceiling(d8, n)}
     row = Row(f"{n:,} `true` command jobs, concurrency 8", "submit → all done", "jobs/s", "higher", rs, peers,
               target="≥ 1.5× tsp; ≥ 50 % of floor")
     tsp_adv, floor_share = row.advantage("tsp -S 8"), row.advantage("Popen floor")

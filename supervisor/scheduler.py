@@ -29,7 +29,7 @@ from supervisor.registry import JobOptions, Registry
 from supervisor.runner.adopt import Leader, ever_ran, find_leaders
 from supervisor.runner.cgroups import JobCgroups, cgroup_kill, process_cgroup
 from supervisor.runner.spares import spare_prefix
-from supervisor.runner.files import RunFiles
+from supervisor.runner.files import RunFiles, Trash
 from supervisor.runner.forkserver import ForkServer
 from supervisor.runner.identity import job_identity
 from supervisor.runner.launch import LaunchPaths, launch
@@ -73,7 +73,7 @@ class Scheduler:
         self._wake = anyio.Event()
         self._tg: TaskGroup | None = None
         self._adopted: list[tuple[int, RunningJob]] = []
-        self._trash: list[RunFiles] = []  # run dirs of ended jobs, removed by _empty_trash
+        self._trash = Trash(services.settings.state_dir)
         self.stats: Counter[str] = Counter()
         self.durations = DurationHistogram()
         # Called with each job's final record after it is persisted (batch callbacks hook in here).
@@ -113,6 +113,7 @@ class Scheduler:
 
     def _remove_stale_run_dirs(self) -> None:
         """Run dirs and cgroups of jobs that are no longer running: left by a crash during clean-up."""
+        self._trash.delete_all()
         run_root = self.s.settings.state_dir / "run"
         if run_root.is_dir():
             for path in run_root.iterdir():
@@ -331,18 +332,15 @@ class Scheduler:
         if self.s.cgroups and run.tree.cgroup:
             self.s.cgroups.remove(run.tree.cgroup)
         if run.rec.state.done:  # a retry has removed the run dir already, before re-queueing
-            self._trash.append(run.files)
+            self._trash.put(run.files)
         self.dispatch()
 
     async def _empty_trash(self) -> None:
-        """Remove ended jobs' run dirs in batches, in a worker thread: a directory's rmdir can
-        take a millisecond (ext4 with online discard, here). Whatever a crash leaves behind,
-        the next daemon removes in recover()."""
         while True:
             await anyio.sleep(_TRASH_INTERVAL)
-            batch, self._trash = self._trash, []
+            batch = self._trash.take()
             if batch:
-                await anyio.to_thread.run_sync(lambda: [files.remove() for files in batch])
+                await anyio.to_thread.run_sync(Trash.delete, batch)
 
     def _record_kill(self, run: RunningJob) -> None:
         rec = run.rec

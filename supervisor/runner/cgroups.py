@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
 
@@ -78,13 +79,23 @@ class JobCgroups:
             self.root.rmdir()
 
 
+def _gone(exc: OSError) -> bool:
+    """ENODEV: the cgroup was removed while we had its file open (ENOENT: before)."""
+    return exc.errno in (errno.ENOENT, errno.ENODEV)
+
+
 def cgroup_pids(cgroup: Path) -> list[int]:
     try:
         return [int(line) for line in (cgroup / "cgroup.procs").read_text().split()]
-    except FileNotFoundError:
-        return []
+    except OSError as exc:
+        if _gone(exc):
+            return []
+        raise
 
 
 def cgroup_kill(cgroup: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
+    try:
         (cgroup / "cgroup.kill").write_text("1")
+    except OSError as exc:
+        if not _gone(exc):
+            raise

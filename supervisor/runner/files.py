@@ -84,3 +84,36 @@ class RunFiles:
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Trash:
+    """Run dirs of ended jobs. Moved aside at once (one rename: the job's tmp dir is gone by
+    the time the job is reported done), deleted later in batches, off the event loop: an
+    unlink or rmdir can take a millisecond on some disks (ext4 with online discard)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = state_dir / "trash"
+        self._pending: list[Path] = []
+
+    def put(self, files: RunFiles) -> None:
+        target = self.dir / files.dir.name
+        try:
+            self.dir.mkdir(mode=0o700, exist_ok=True)
+            os.rename(files.dir, target)
+        except OSError:
+            files.remove()
+            return
+        self._pending.append(target)
+
+    def take(self) -> list[Path]:
+        batch, self._pending = self._pending, []
+        return batch
+
+    @staticmethod
+    def delete(paths: list[Path]) -> None:
+        for path in paths:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def delete_all(self) -> None:
+        """At start-up: whatever a stopped or crashed daemon left in the trash."""
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -9,10 +9,13 @@ import select
 import socket
 import sys
 import time
+from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from supervisor.runner.files import ENV_MARKER, MARKER_PLACEHOLDER
+from supervisor.runner.spares import Spare
 
 _REPLY_TIMEOUT = 10.0
 _EXIT_WAIT = 2.0
@@ -27,25 +30,33 @@ class ForkServer:
 
     def __init__(self) -> None:
         self._sock: socket.socket | None = None
+        self._channel: socket.socket | None = None  # spares arrive here (runner/spares.py)
         self._reader = None
         self._ready = False
+        self._spares: deque[Spare] = deque()
         self.pid: int | None = None
 
     def start(self, modules: Iterable[Path], cgroup_root: Path | None) -> int:
         """`cgroup_root`: where the zygote creates a cgroup for each child (None: no cgroups)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        argv = [sys.executable, "-m", "supervisor.runner.zygote", "3", str(cgroup_root or "-"), *map(str, modules)]
+        channel, their_channel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        argv = [sys.executable, "-m", "supervisor.runner.zygote", "3", "4", str(cgroup_root or "-"),
+                *map(str, modules)]
         try:
             self.pid = os.posix_spawn(
                 sys.executable, argv, {**os.environ, ENV_MARKER: MARKER_PLACEHOLDER},
                 file_actions=[(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-                              (os.POSIX_SPAWN_DUP2, theirs.fileno(), 3)],
+                              (os.POSIX_SPAWN_DUP2, theirs.fileno(), 3),
+                              (os.POSIX_SPAWN_DUP2, their_channel.fileno(), 4)],
                 setsid=True,  # a signal to the daemon's process group must not reach it
             )
         finally:
             theirs.close()
+            their_channel.close()
         ours.settimeout(_REPLY_TIMEOUT)
+        channel.setblocking(False)
         self._sock, self._reader, self._ready = ours, ours.makefile("rb"), False
+        self._channel = channel
         return self.pid
 
     @property
@@ -71,8 +82,15 @@ class ForkServer:
         if self._sock is None or self._reader is None:
             raise ForkServerError("the fork server is not running")
         request = {"run_dir": str(run_dir), "log": str(log), "env": env}
+        self._collect_spares()
+        while self._spares:
+            spare = self._spares.popleft()
+            if spare.hand(request):  # the job runs now; the notice is for exit statuses
+                with contextlib.suppress(ForkServerError):
+                    self._send({"used": spare.pid, "run_dir": str(run_dir)})
+                return spare.pid, spare.cgroup
+        self._send(request)  # no spare left: the fork server forks one for this job now
         try:
-            self._sock.sendall(json.dumps(request).encode() + b"\n")
             reply = json.loads(self._reader.readline() or b"null")
         except (OSError, ValueError) as exc:
             self.close()
@@ -81,13 +99,37 @@ class ForkServer:
             raise ForkServerError(f"the fork server could not start the job: {reply}")
         return int(reply["pid"]), Path(reply["cgroup"]) if reply.get("cgroup") else None
 
+    def _send(self, message: dict[str, Any]) -> None:
+        assert self._sock is not None
+        try:
+            self._sock.sendall(json.dumps(message).encode() + b"\n")
+        except OSError as exc:
+            self.close()
+            raise ForkServerError(f"the fork server stopped answering: {exc}") from exc
+
+    def _collect_spares(self) -> None:
+        """Take the spares the fork server has sent since we last looked (never blocks)."""
+        while self._channel is not None:
+            try:
+                data, fds, _, _ = socket.recv_fds(self._channel, 4096, 1, socket.MSG_CMSG_CLOEXEC)
+            except OSError:  # EAGAIN: no more
+                return
+            if not fds:
+                continue
+            info = json.loads(data)
+            self._spares.append(Spare(int(info["spare"]), Path(info["cgroup"]) if info["cgroup"] else None, fds[0]))
+
     def close(self) -> None:
-        """Closing our end makes the zygote exit; jobs it forked keep running."""
-        for thing in (self._reader, self._sock):
+        """Closing our ends makes the zygote and its spares exit; jobs it forked keep running."""
+        self._collect_spares()
+        while self._spares:
+            with contextlib.suppress(OSError):
+                os.close(self._spares.popleft().pipe)
+        for thing in (self._reader, self._sock, self._channel):
             with contextlib.suppress(OSError):
                 if thing is not None:
                     thing.close()
-        self._sock = self._reader = None
+        self._sock = self._reader = self._channel = None
         self._ready = False
         self._await_exit()
 

@@ -1,8 +1,11 @@
 """Spare children of the fork server: each forked ahead of its job, in a cgroup of its own.
 
 Forking the fork server takes ~1.5 ms here and the child's first page faults as long
-again. A spare pays both while nothing waits; starting a job is then a pipe write. Each
-spare runs exactly one job (or none, when the fork server closes), so every job still
+again. A spare pays both while nothing waits. The fork server passes the write end of each
+spare's pipe to the daemon (SCM_RIGHTS), so starting a job is a pipe write by the daemon
+itself, with no round trip to the fork server; it then tells the fork server, without
+waiting, which job the spare got (for the exit status of jobs that die without one). Each
+spare runs exactly one job (or none, when the daemon closes its end), so every job still
 is a process of its own. Its cgroup is named after the fork server (`z<pid>-<n>`), not
 the job, because the job is not known when the cgroup must exist (cgroup v2 cannot
 rename); the fork server reports the path with the pid, and a restarted daemon reads it
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +53,9 @@ class Spare:
             os.close(self.pipe)
 
     def discard(self) -> None:
+        """In the fork server: end an unused spare (it reads EOF and exits) and its cgroup."""
         with contextlib.suppress(OSError):
-            os.close(self.pipe)  # the spare reads EOF and exits
+            os.close(self.pipe)
         with contextlib.suppress(OSError):
             os.waitpid(self.pid, 0)
         if self.cgroup is not None:
@@ -59,12 +64,17 @@ class Spare:
 
 
 class Spares:
-    def __init__(self, cgroup_root: Path | None, await_job: AwaitJob) -> None:
+    """The fork server's side: fork spares, give each to the daemon (`announce`), which hands
+    it a job itself; track them until the daemon says which job each one got."""
+
+    def __init__(self, cgroup_root: Path | None, await_job: AwaitJob, announce: Callable[[Spare], None]) -> None:
         self._root = cgroup_root
         self._await_job = await_job
+        self._announce = announce
         self._clone = CgroupFork()
         self._count = 0
-        self._ready: list[Spare] = []
+        self._held: dict[int, Path | None] = {}  # announced, not yet used: pid → cgroup
+        self._dead: dict[int, Path | None] = {}  # ended before any `used` notice came
 
     def remove_leftovers(self) -> None:
         """Empty cgroups of earlier fork servers' spares (rmdir refuses a cgroup in use)."""
@@ -74,20 +84,47 @@ class Spares:
 
     def short(self) -> bool:
         """Fewer than `_POOL` spares wait: the daemon starts jobs in bursts (a dispatch round)."""
-        return len(self._ready) < _POOL
+        return len(self._held) < _POOL
 
-    def add(self) -> None:
-        with contextlib.suppress(OSError):  # too few spares: a start forks on the spot
-            self._ready.append(self._fork())
+    def add(self) -> bool:
+        """Fork one spare and give it to the daemon; False when either fails (then the daemon
+        asks for a job to be forked on the spot, or is gone)."""
+        try:
+            spare = self._fork()
+        except OSError:
+            return False
+        self._held[spare.pid] = spare.cgroup
+        try:
+            self._announce(spare)
+            return True
+        except OSError:
+            del self._held[spare.pid]
+            spare.discard()
+            return False
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(spare.pipe)  # the daemon holds the only copy now: EOF is its to give
+
+    def used(self, pid: int) -> None:
+        self._held.pop(pid, None)
+        self._dead.pop(pid, None)  # its cgroup is the job's: the daemon removes it
+
+    def ended(self, pid: int) -> bool:
+        """A child ended: True if it was a spare not (yet) reported used. Its cgroup stays
+        until close(): the daemon may have given it a job and be reading that cgroup now."""
+        if pid not in self._held:
+            return False
+        self._dead[pid] = self._held.pop(pid)
+        return True
 
     def start(self, request: dict[str, Any], children: dict[int, Path]) -> Spare:
-        """Hand the job to the waiting spare (or a fresh one).
+        """Fork a child for this job now (the daemon had no spare left) and hand it the job.
 
         `children` (pid → run dir) learns the pid before the hand-off: a job that ends at
         once is already known to the SIGCHLD handler that records exit statuses."""
         run_dir = Path(request["run_dir"])
-        for _ in range(2):  # a spare that died while waiting is replaced once
-            spare = self._ready.pop(0) if self._ready else self._fork()
+        for _ in range(2):  # a child that died before its hand-off is replaced once
+            spare = self._fork()
             children[spare.pid] = run_dir
             if spare.hand(request):
                 return spare
@@ -95,9 +132,15 @@ class Spares:
             spare.discard()
         raise OSError("job processes forked by the fork server die before they start")
 
-    def close(self) -> None:
-        while self._ready:
-            self._ready.pop().discard()
+    def close(self, wait: float = 2.0) -> None:
+        """The daemon closed its ends of the spares' pipes: they exit; remove their cgroups."""
+        deadline = time.monotonic() + wait
+        while self._held and time.monotonic() < deadline:
+            time.sleep(0.01)  # the SIGCHLD handler reaps them and calls ended()
+        for cgroup in self._dead.values():
+            if cgroup is not None:
+                with contextlib.suppress(OSError):  # one that ran a job may still hold strays
+                    cgroup.rmdir()
 
     def _fork(self) -> Spare:
         cgroup = self._new_cgroup()
@@ -111,8 +154,7 @@ class Spares:
                 cgroup.rmdir()
             raise
         if pid == 0:
-            for pipe in [write_end, *(spare.pipe for spare in self._ready)]:
-                os.close(pipe)  # a spare reads its job until EOF: no one else may hold its pipe
+            os.close(write_end)  # a spare reads its job until EOF: only the daemon may hold this
             self._await_job(read_end, None if placed else cgroup)
         os.close(read_end)
         return Spare(pid, cgroup, write_end)

@@ -3,9 +3,10 @@
 A forked job starts in a few milliseconds and shares the pre-imported pages copy-on-write,
 instead of paying an interpreter start and all imports per job. The fork itself happens
 ahead of time: a spare child waits for the next job (runner/spares.py). Started by the daemon
-as `python -m supervisor.runner.zygote FD CGROUP_ROOT|- MODULE...`; FD is a stream socket to
-the daemon. Protocol: the daemon sends one JSON line per job, the zygote answers
-`{"pid": N, "cgroup": PATH|null}` or `{"error": …}`.
+as `python -m supervisor.runner.zygote FD CHANNEL_FD CGROUP_ROOT|- MODULE...`. FD is a stream
+socket: the daemon sends JSON lines, either `{"used": PID, "run_dir": …}` (no answer) or a job
+to fork now, answered with `{"pid": N, "cgroup": PATH|null}` or `{"error": …}`. CHANNEL_FD is
+a datagram socket on which the zygote gives the daemon its spares (runner/spares.py).
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from supervisor import worker
 from supervisor.registry import import_module_file
 from supervisor.runner.files import ENV_MARKER, MARKER_PLACEHOLDER, RunFiles, write_json_atomic
 from supervisor.runner.reap import exited_children
-from supervisor.runner.spares import Spares
+from supervisor.runner.spares import Spare, Spares
 
-_children: dict[int, Path] = {}
+_children: dict[int, Path] = {}  # pid → run dir, for every child that got a job
+_early_exits: dict[int, int] = {}  # spares that ended before the daemon said which job they got
+_spares: Spares | None = None
 _QUIET = 0.002
 _LIBC = ctypes.CDLL(None)  # opened once here, not in every job
 
@@ -37,10 +40,27 @@ def _reap(*_: object) -> None:
     """Record each job's raw exit status next to its result, for jobs that die without one."""
     for pid, status in exited_children():
         run_dir = _children.pop(pid, None)
-        # Only a job that ended without a result needs its raw status (one file less per job).
-        if run_dir is not None and not RunFiles(run_dir).result.exists():
-            with contextlib.suppress(OSError):  # the daemon may have finished and removed the dir
-                write_json_atomic(RunFiles(run_dir).exit_status, {"pid": pid, "status": status})
+        if run_dir is not None:
+            _record_exit(run_dir, pid, status)
+        elif _spares is not None and _spares.ended(pid):
+            _early_exits[pid] = status
+
+
+def _record_exit(run_dir: Path, pid: int, status: int) -> None:
+    # Only a job that ended without a result needs its raw status (one file less per job).
+    if not RunFiles(run_dir).result.exists():
+        with contextlib.suppress(OSError):  # the daemon may have finished and removed the dir
+            write_json_atomic(RunFiles(run_dir).exit_status, {"pid": pid, "status": status})
+
+
+def _used(pid: int, run_dir: Path) -> None:
+    """The daemon handed spare `pid` the job of `run_dir` (it does not wait for this)."""
+    _children[pid] = run_dir  # first: from here on, _reap records its exit itself
+    if _spares is not None:
+        _spares.used(pid)
+    status = _early_exits.pop(pid, None)
+    if status is not None and _children.pop(pid, None) is not None:
+        _record_exit(run_dir, pid, status)
 
 
 def _stamp_marker(job_id: str) -> None:
@@ -64,10 +84,11 @@ def _stamp_marker(job_id: str) -> None:
         index += 1
 
 
-def _await_job(pipe: int, server: socket.socket, join: Path | None) -> None:
+def _await_job(pipe: int, sockets: tuple[socket.socket, ...], join: Path | None) -> None:
     """In a spare child, ahead of its job: the job-independent set-up, then wait for the job."""
     try:
-        os.close(server.detach())  # detach: the zygote's reader must not close a reused fd later
+        for sock in sockets:
+            os.close(sock.detach())  # detach: the zygote's reader must not close a reused fd later
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()
         if join is not None:  # no clone3 here: migrate now, while no job is waiting
@@ -111,29 +132,41 @@ def _set_environ(env: dict[str, str]) -> None:
             os.environ[key] = value
 
 
-def serve(server: socket.socket, cgroup_root: Path | None) -> None:
+def serve(server: socket.socket, channel: socket.socket, cgroup_root: Path | None) -> None:
+    """`server`: JSON lines from the daemon (`used` notices, jobs to fork now); `channel`:
+    datagrams to the daemon, each announcing a spare with its pipe's write end attached."""
+    global _spares
     signal.signal(signal.SIGCHLD, _reap)
-    spares = Spares(cgroup_root, lambda pipe, join: _await_job(pipe, server, join))
+    _spares = spares = Spares(cgroup_root, lambda pipe, join: _await_job(pipe, (server, channel), join),
+                              lambda spare: _announce(channel, spare))
     spares.remove_leftovers()
-    while spares.short():
-        spares.add()
+    while spares.short() and spares.add():
+        pass
     server.sendall(b'{"ready": true}\n')
     # EOF (or a reset: the daemon closed without reading all we sent) means the daemon is
     # gone; our jobs live on in their own sessions.
     with contextlib.suppress(ConnectionResetError), contextlib.closing(spares):
         for line in server.makefile("rb"):
-            _start(json.loads(line), spares, server)
+            message = json.loads(line)
+            if "used" in message:
+                _used(message["used"], Path(message["run_dir"]))
+            else:
+                _start(message, spares, server)
             _refill_when_quiet(spares, server)
+
+
+def _announce(channel: socket.socket, spare: Spare) -> None:
+    cgroup = str(spare.cgroup) if spare.cgroup else None
+    socket.send_fds(channel, [json.dumps({"spare": spare.pid, "cgroup": cgroup}).encode()], [spare.pipe])
 
 
 def _refill_when_quiet(spares: Spares, server: socket.socket) -> None:
     """Fork replacement spares once the daemon has been quiet for a moment: a fork holds a
     core for ~1.5 ms, which the daemon (answering the submit) and the new job need first.
-    The daemon waits for each answer, so no request can sit unseen in the reader's buffer."""
+    (A line already in the reader's buffer waits for the fork: only `used` notices can.)"""
     while spares.short():
-        if select.select([server], [], [], _QUIET)[0]:
+        if select.select([server], [], [], _QUIET)[0] or not spares.add():
             return  # the next request first (from the other spare, or forked on the spot)
-        spares.add()
 
 
 def _start(request: dict[str, Any], spares: Spares, server: socket.socket) -> None:
@@ -148,9 +181,11 @@ def _start(request: dict[str, Any], spares: Spares, server: socket.socket) -> No
 
 def main() -> None:
     server = socket.socket(fileno=int(sys.argv[1]))
-    os.set_inheritable(server.fileno(), False)
-    cgroup_root = Path(sys.argv[2]) if sys.argv[2] != "-" else None
-    for module in sys.argv[3:]:  # the modules the daemon loaded and trusted, imported once
+    channel = socket.socket(fileno=int(sys.argv[2]))
+    for sock in (server, channel):
+        os.set_inheritable(sock.fileno(), False)
+    cgroup_root = Path(sys.argv[3]) if sys.argv[3] != "-" else None
+    for module in sys.argv[4:]:  # the modules the daemon loaded and trusted, imported once
         try:
             import_module_file(Path(module))
         except Exception:
@@ -160,7 +195,7 @@ def main() -> None:
     # Everything imported so far lives for good: keep the collector from touching (and so
     # copying) those pages in every forked job.
     gc.freeze()
-    serve(server, cgroup_root)
+    serve(server, channel, cgroup_root)
 
 
 if __name__ == "__main__":

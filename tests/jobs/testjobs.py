@@ -28,6 +28,20 @@ def echo(params: Value, ctx: JobContext) -> dict:
             "uid": os.getuid(), "tmpdir": str(ctx.tmpdir), "tmpdir_exists": ctx.tmpdir.is_dir()}
 
 
+@job()
+def whereami(params: Value, ctx: JobContext) -> dict:
+    """Reports this job process's cgroup v2 path and session id."""
+    cgroup = next(line[3:].strip() for line in Path("/proc/self/cgroup").read_text().splitlines()
+                  if line.startswith("0::"))
+    return {"cgroup": cgroup, "pid": os.getpid(), "sid": os.getsid(0)}
+
+
+@job()
+def die(params: Value, ctx: JobContext) -> None:
+    """Kills its own process with SIGKILL: no result, no traceback."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 class Sleep(BaseModel):
     seconds: float = Field(ge=0)
     output_every: float | None = None

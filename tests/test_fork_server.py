@@ -1,0 +1,64 @@
+"""The fork server and its spares: each job in a fresh process, session and cgroup; exit
+statuses of jobs that die without a result; no fork server outlives its daemon."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from tests.conftest import TEST_MARKER, DaemonProcess, marked_processes, wait_until
+from tests.supervision import writable_cgroup2
+
+
+def _warm(d: DaemonProcess) -> None:
+    wait_until(lambda: d.client.request("GET", "/healthz").json()["fork_server"] == "ready",
+               what="the fork server to warm up")
+
+
+def test_each_job_gets_a_process_session_and_cgroup_of_its_own(make_daemon) -> None:
+    if not writable_cgroup2():
+        pytest.skip("no writable cgroup v2 with cgroup.kill on this machine (needs Delegate=yes or root)")
+    d = make_daemon(RUNSPACE_CGROUPS="true")
+    _warm(d)
+    root = re.search(r"\(cgroups: (\S+)\)", d.log()).group(1)
+    results = [d.submit("whereami", {"value": n}, wait=20)["result"] for n in range(4)]  # more than the spares
+    assert len({r["pid"] for r in results}) == 4
+    assert all(r["sid"] == r["pid"] for r in results)  # each its own session leader
+    cgroups = [r["cgroup"] for r in results]
+    assert len(set(cgroups)) == 4, cgroups
+    assert all(root.endswith(os.path.dirname(c)) for c in cgroups), (root, cgroups)  # ours, side by side
+    paths = [os.path.join(root, os.path.basename(c)) for c in cgroups]
+    wait_until(lambda: not any(os.path.exists(p) for p in paths), what="the ended jobs' cgroups to be removed")
+
+
+def test_job_killed_by_a_signal_reports_it(daemon: DaemonProcess) -> None:
+    _warm(daemon)
+    for _ in range(3):  # the first from a spare, later ones maybe forked on the spot
+        status = daemon.submit("die", {"value": 0}, wait=20)
+        assert status["state"] == "failed", status
+        assert status["error"]["type"] == "ProcessDied" and status["signal"] == signal.SIGKILL, status
+
+
+def test_fork_server_whose_daemon_is_gone_exits_with_its_spares() -> None:
+    """The daemon died while the fork server was starting: it must exit, not fork forever."""
+    marker = f"fork-server-orphan-{uuid.uuid4().hex[:8]}"
+    control, their_control = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    channel, their_channel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    fds = (their_control.fileno(), their_channel.fileno())
+    proc = subprocess.Popen([sys.executable, "-m", "supervisor.runner.zygote", *map(str, fds), "-"],
+                            pass_fds=fds, env={**os.environ, TEST_MARKER: marker})
+    for sock in (their_control, their_channel, control, channel):
+        sock.close()
+    try:
+        proc.wait(timeout=20)
+        wait_until(lambda: not marked_processes(marker), timeout=5, what="its spares to exit")
+    finally:
+        for leftover in marked_processes(marker):
+            leftover.kill()

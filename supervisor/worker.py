@@ -157,10 +157,11 @@ def import_job(spec: dict[str, Any]) -> JobType | dict[str, Any]:
         return failed(exc)
 
 
-def main(in_cgroup: bool = False) -> None:
-    """`in_cgroup`: the fork server created this process inside the job's cgroup already."""
+def main(in_cgroup: bool = False, spec: dict[str, Any] | None = None) -> None:
+    """From the fork server: `in_cgroup`, created inside the job's cgroup already, and the
+    `spec` itself; a posix_spawned worker reads spec.json from its run dir."""
     files = RunFiles(Path(sys.argv[1]))
-    spec = read_root_spec(files.spec)
+    spec = spec if spec is not None else read_root_spec(files.spec)
     if not in_cgroup:
         join_cgroup(spec.get("cgroup"))
     if not claim_start(files):

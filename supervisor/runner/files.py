@@ -78,9 +78,12 @@ class RunFiles:
     def tmp(self) -> Path:
         return self.dir / "tmp"
 
-    def prepare(self, spec: dict[str, Any]) -> None:
+    def prepare(self, spec: dict[str, Any] | None) -> None:
+        """The run dir with its tmp dir, and spec.json unless the spec travels another way
+        (the fork server hands it to the job through a pipe only the daemon writes to)."""
         self.tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_json_atomic(self.spec, spec)
+        if spec is not None:
+            write_json_atomic(self.spec, spec)
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

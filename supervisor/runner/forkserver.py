@@ -77,11 +77,11 @@ class ForkServer:
                 self.close()
         return self._ready
 
-    def fork_job(self, run_dir: Path, log: Path, env: dict[str, str]) -> tuple[int, Path | None]:
+    def fork_job(self, run_dir: Path, log: Path, env: dict[str, str], spec: dict[str, Any]) -> tuple[int, Path | None]:
         """(pid, the cgroup the job runs in)."""
         if self._sock is None or self._reader is None:
             raise ForkServerError("the fork server is not running")
-        request = {"run_dir": str(run_dir), "log": str(log), "env": env}
+        request = {"run_dir": str(run_dir), "log": str(log), "env": env, "spec": spec}
         self._collect_spares()
         while self._spares:
             spare = self._spares.popleft()

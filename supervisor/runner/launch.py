@@ -74,9 +74,9 @@ def launch(rec: JobRecord, jt: JobType, paths: LaunchPaths, forkserver: ForkServ
     log = job_log_path(paths.log_dir, rec.id)
     env = job_environment(rec, files, paths.run_as)
     if forkserver is not None and forkserver.ready():
-        files.prepare(job_spec(rec, jt, files, paths, None))
+        files.prepare(None)
         try:
-            pid, cgroup = forkserver.fork_job(files.dir, log, env)
+            pid, cgroup = forkserver.fork_job(files.dir, log, env, job_spec(rec, jt, files, paths, None))
             return Launched(pid, process_start_time(pid) or 0.0, forked=True, cgroup=cgroup)
         except ForkServerError as exc:
             logger.warning("fork server failed ({}); starting job {} with posix_spawn", exc, rec.id)

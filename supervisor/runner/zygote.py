@@ -120,7 +120,7 @@ def _become_job(request: dict[str, Any]) -> None:
     os.close(log)
     _set_environ(request["env"])
     sys.argv = ["supervisor.worker", request["run_dir"]]
-    worker.main(in_cgroup=True)
+    worker.main(in_cgroup=True, spec=request["spec"])
 
 
 def _set_environ(env: dict[str, str]) -> None:

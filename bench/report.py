@@ -89,7 +89,7 @@ def text_table(rows: list[Row]) -> str:
 def markdown_table(rows: list[Row], meta: dict) -> str:
     out = [f"Measured {meta['date']} on {meta['machine']['summary']} ({'quick' if meta['quick'] else 'full'} run).",
            "Advantage = how many times better runspace is than the peer (> 1 = runspace ahead; for the Popen",
-           "floor: runspace's share of its rate).", "",
+           "floor and the HTTP ceiling: runspace's share of that rate).", "",
            "| workload | metric | runspace | peers (advantage) | target | |", "|---|---|---|---|---|---|"]
     for r in rows:
         value = fmt(r.runspace, r.unit) if r.runspace is not None else (r.note or "n/a")

@@ -20,6 +20,16 @@ from pathlib import Path
 
 _CLONE_INTO_CGROUP = 0x200000000
 _SYS_CLONE3 = {"x86_64": 435, "aarch64": 435}.get(platform.machine())
+
+
+def _glibc_reads_real_tid() -> bool:
+    """Older glibc (and other libcs) may signal the parent from raise() in a raw-cloned child."""
+    name, version = platform.libc_ver()
+    try:
+        return name == "glibc" and tuple(map(int, version.split(".")[:2])) >= (2, 34)
+    except ValueError:
+        return False
+
 # Errors that mean "this kernel or this cgroup cannot do it": fall back to fork + cgroup.procs.
 _UNSUPPORTED = {errno.ENOSYS, errno.E2BIG, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES, errno.EBUSY}
 
@@ -34,7 +44,7 @@ class CgroupFork:
     def __init__(self) -> None:
         self._libc = ctypes.PyDLL(None, use_errno=True)
         self._libc.syscall.restype = ctypes.c_long
-        self.supported = _SYS_CLONE3 is not None
+        self.supported = _SYS_CLONE3 is not None and _glibc_reads_real_tid()
 
     def fork(self, cgroup: Path | None) -> tuple[int, bool]:
         """(pid, placed): like os.fork(); `placed` says the child already is in `cgroup`."""

@@ -48,7 +48,9 @@ class CgroupFork:
 
     def fork(self, cgroup: Path | None) -> tuple[int, bool]:
         """(pid, placed): like os.fork(); `placed` says the child already is in `cgroup`."""
-        if cgroup is not None and self.supported:
+        # A raw clone skips glibc's fork handlers (malloc and other locks): safe only while
+        # this process has a single thread, which a job module's import could change.
+        if cgroup is not None and self.supported and len(os.listdir("/proc/self/task")) == 1:
             try:
                 fd = os.open(cgroup, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             except OSError:

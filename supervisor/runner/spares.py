@@ -98,7 +98,7 @@ class Spares:
             self._announce(spare)
             return True
         except OSError:
-            del self._held[spare.pid]
+            self._held.pop(spare.pid, None)  # the SIGCHLD handler may have been first
             spare.discard()
             return False
         finally:
@@ -128,7 +128,7 @@ class Spares:
             children[spare.pid] = run_dir
             if spare.hand(request):
                 return spare
-            del children[spare.pid]
+            children.pop(spare.pid, None)  # the SIGCHLD handler may have been first
             spare.discard()
         raise OSError("job processes forked by the fork server die before they start")
 

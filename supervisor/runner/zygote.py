@@ -92,8 +92,12 @@ def _await_job(pipe: int, sockets: tuple[socket.socket, ...], join: Path | None)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()
         if join is not None:  # no clone3 here: migrate now, while no job is waiting
-            Path(join, "cgroup.procs").write_text(str(os.getpid()))
+            try:
+                Path(join, "cgroup.procs").write_text(str(os.getpid()))
+            except OSError as exc:  # like the worker: run the job anyway, found by session and marker
+                print(f"runspace: could not join cgroup {join}: {exc}", file=sys.stderr)
         request = _read_all(pipe)
+        os.close(pipe)  # the job must not inherit it
         if not request:
             os._exit(0)  # the fork server closed without giving us a job
         _become_job(json.loads(request))

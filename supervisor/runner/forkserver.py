@@ -124,7 +124,7 @@ class ForkServer:
         self._collect_spares()
         while self._spares:
             with contextlib.suppress(OSError):
-                os.close(self._spares.popleft().pipe)
+                self._spares.popleft().close_pipe()
         for thing in (self._reader, self._sock, self._channel):
             with contextlib.suppress(OSError):
                 if thing is not None:

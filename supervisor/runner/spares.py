@@ -50,12 +50,18 @@ class Spare:
         except OSError:  # EPIPE: the spare has died
             return False
         finally:
-            os.close(self.pipe)
+            self.close_pipe()
+
+    def close_pipe(self) -> None:
+        """Once only: a second close could hit an fd number reused since."""
+        pipe, self.pipe = self.pipe, -1
+        if pipe >= 0:
+            os.close(pipe)
 
     def discard(self) -> None:
         """In the fork server: end an unused spare (it reads EOF and exits) and its cgroup."""
         with contextlib.suppress(OSError):
-            os.close(self.pipe)
+            self.close_pipe()
         with contextlib.suppress(OSError):
             os.waitpid(self.pid, 0)
         if self.cgroup is not None:
@@ -103,7 +109,7 @@ class Spares:
             return False
         finally:
             with contextlib.suppress(OSError):
-                os.close(spare.pipe)  # the daemon holds the only copy now: EOF is its to give
+                spare.close_pipe()  # the daemon holds the only copy now: EOF is its to give
 
     def used(self, pid: int) -> None:
         self._held.pop(pid, None)

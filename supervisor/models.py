@@ -69,6 +69,7 @@ class JobRecord:
     message: str | None = None
     pid: int | None = None
     pid_started: float | None = None
+    cgroup: str | None = None  # the job's cgroup v2 path, when it has one: found again after a restart
     processed_by: str | None = None
     requested_at: float = field(default_factory=time.time)
     started_at: float | None = None

@@ -7,7 +7,6 @@ how each ended. The store is the truth; the queue and running table are its live
 from __future__ import annotations
 
 import os
-import re
 import signal
 import time
 from collections import Counter
@@ -28,7 +27,7 @@ from supervisor.queue import JobQueue
 from supervisor.registry import JobOptions, Registry
 from supervisor.runner.adopt import Leader, ever_ran, find_leaders
 from supervisor.runner.cgroups import JobCgroups, cgroup_kill, process_cgroup
-from supervisor.runner.spares import spare_prefix
+from supervisor.runner.spares import spare_cgroup_owner
 from supervisor.runner.files import RunFiles, Trash
 from supervisor.runner.forkserver import ForkServer
 from supervisor.runner.identity import job_identity
@@ -44,7 +43,6 @@ if TYPE_CHECKING:  # psycopg is optional; only a shared store imports it
     from supervisor.shared_queue import SharedQueue
 
 _TRASH_INTERVAL = 0.25
-_FORKED_CGROUP = re.compile(r"z\d+-\d+")  # runner/spares.py
 _FINAL_FIELDS = ("state", "result", "error_type", "error_message", "exit_code", "signal",
                  "reason", "killed_at", "finished_at", "pid")
 
@@ -109,31 +107,33 @@ class Scheduler:
         leaders = find_leaders(mine)
         for rec in mine:
             self._recover_running(rec, leaders.get(rec.id))
+        self._trash.delete_all()
         self._remove_stale_run_dirs()
+        self._remove_stale_cgroups()
 
     def _remove_stale_run_dirs(self) -> None:
-        """Run dirs and cgroups of jobs that are no longer running: left by a crash during clean-up."""
-        self._trash.delete_all()
+        """Run dirs of jobs that are no longer running: left by a crash during clean-up."""
         run_root = self.s.settings.state_dir / "run"
         if run_root.is_dir():
             for path in run_root.iterdir():
                 if path.name not in self.running and is_job_id(path.name):
                     RunFiles(path).remove()
+
+    def _remove_stale_cgroups(self) -> None:
+        """Cgroups of ended jobs (a crash during clean-up) and of dead fork servers' spares."""
         live = {run.tree.cgroup for run in self.running.values()}
-        spares = spare_prefix(self.s.forkserver.pid) if self.s.forkserver and self.s.forkserver.pid else None
+        forkserver = self.s.forkserver.pid if self.s.forkserver else None
         for path in self.s.cgroups.all() if self.s.cgroups else []:
-            ours = is_job_id(path.name) or _FORKED_CGROUP.fullmatch(path.name)
-            if ours and path not in live and not (spares and path.name.startswith(spares)):
+            owner = spare_cgroup_owner(path.name)
+            ours = is_job_id(path.name) or owner is not None
+            current_spare = owner is not None and owner == forkserver
+            if ours and path not in live and not current_spare:
                 cgroup_kill(path)  # anything inside is a stray of an ended job
                 self.s.cgroups.remove(path)
 
     def _recover_running(self, rec: JobRecord, leader: Leader | None) -> None:
         files = RunFiles.of(self.s.settings.state_dir, rec.id)
-        cgroup = None
-        if self.s.cgroups:  # made by the fork server (its leader is in it), else by us
-            found = process_cgroup(leader.pid, self.s.cgroups.root) if leader else None
-            cgroup = found or self.s.cgroups.root / rec.id
-            cgroup = cgroup if cgroup.exists() else None
+        cgroup = self._recovered_cgroup(rec, leader)
         if leader is not None:
             if (rec.pid, rec.pid_started) != (leader.pid, leader.started):  # found by its marker
                 rec.pid, rec.pid_started = leader.pid, leader.started
@@ -150,6 +150,16 @@ class Scheduler:
             return
         if rec.reason in set(KillReason):  # a kill was decided before the crash: carry it out
             run.kill_reason, run.killed_at = KillReason(rec.reason), rec.killed_at
+
+    def _recovered_cgroup(self, rec: JobRecord, leader: Leader | None) -> Path | None:
+        """As recorded at launch; else where its leader is (the daemon died before recording
+        it), else the job's own name (a posix_spawned job's)."""
+        if self.s.cgroups is None:
+            return None
+        root = self.s.cgroups.root
+        candidates = [Path(rec.cgroup) if rec.cgroup else None,
+                      process_cgroup(leader.pid, root) if leader else None, root / rec.id]
+        return next((c for c in candidates if c is not None and c.parent == root and c.exists()), None)
 
     # -- cancel ---------------------------------------------------------------------
 
@@ -280,10 +290,10 @@ class Scheduler:
                                         error_message=f"job type {rec.job!r} is no longer defined"))
             return
         rec.state, rec.attempt, rec.started_at = JobState.RUNNING, rec.attempt + 1, time.time()
-        rec.processed_by, rec.pid, rec.pid_started = self.s.settings.host_id, None, None
+        rec.processed_by, rec.pid, rec.pid_started, rec.cgroup = self.s.settings.host_id, None, None, None
         rec.progress = rec.total = rec.message = None
         self.s.store.update(rec, "state", "attempt", "started_at", "processed_by", "pid", "pid_started",
-                            "progress", "total", "message")
+                            "cgroup", "progress", "total", "message")
         try:
             run_as = job_identity(jt.options, rec.requestor, self.s.settings)
             paths = LaunchPaths(self.s.settings.state_dir, self.s.settings.logs,
@@ -294,13 +304,13 @@ class Scheduler:
             self._record_end(rec, Outcome(JobState.FAILED, error_type="LaunchError", error_message=str(exc)))
             return
         rec.pid, rec.pid_started = launched.pid, launched.started
-        self.s.store.update(rec, "pid", "pid_started")
+        rec.cgroup = str(launched.cgroup) if launched.cgroup else None
+        self.s.store.update(rec, "pid", "pid_started", "cgroup")
         run = self._track(rec, JobTree(rec.id, launched.pid, launched.started or rec.started_at,
                                             launched.cgroup))
+        self.s.reaper.watch_child(launched.pid, run.on_exit)
         if launched.forked:
             self._watch_by_pidfd(launched.pid, run)
-        else:
-            self.s.reaper.watch_child(launched.pid, run.on_exit)
         self.s.user_log.event(rec, f"started (pid {launched.pid}, attempt {rec.attempt})")
         self._notify(rec.id)
         assert self._tg is not None
@@ -327,6 +337,8 @@ class Scheduler:
 
     async def _supervise(self, run: RunningJob) -> None:
         outcome = await supervise(run, self._record_kill)
+        if run.tree.leader_pid is not None:
+            self.s.reaper.forget(run.tree.leader_pid)
         del self.running[run.rec.id]
         self._end_or_retry(run.rec, outcome)
         if self.s.cgroups and run.tree.cgroup:

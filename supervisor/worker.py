@@ -157,13 +157,12 @@ def import_job(spec: dict[str, Any]) -> JobType | dict[str, Any]:
         return failed(exc)
 
 
-def main(in_cgroup: bool = False, spec: dict[str, Any] | None = None) -> None:
-    """From the fork server: `in_cgroup`, created inside the job's cgroup already, and the
-    `spec` itself; a posix_spawned worker reads spec.json from its run dir."""
+def main(spec: dict[str, Any] | None = None) -> None:
+    """The fork server passes the `spec` itself (its `cgroup` is None: the job was created
+    inside it); a posix_spawned worker reads spec.json from its run dir and joins its cgroup."""
     files = RunFiles(Path(sys.argv[1]))
     spec = spec if spec is not None else read_root_spec(files.spec)
-    if not in_cgroup:
-        join_cgroup(spec.get("cgroup"))
+    join_cgroup(spec.get("cgroup"))
     if not claim_start(files):
         sys.exit(EXIT_ALREADY_STARTED)
     sys.stdout = StampedStream(1)

@@ -62,3 +62,14 @@ def test_fork_server_whose_daemon_is_gone_exits_with_its_spares() -> None:
     finally:
         for leftover in marked_processes(marker):
             leftover.kill()
+
+
+def test_job_too_big_for_a_spare_pipe_is_forked_on_the_spot(daemon: DaemonProcess) -> None:
+    """Params beyond a pipe's capacity travel over the fork server's socket instead (the daemon
+    never waits on a spare's pipe); the spares stay usable for the jobs after."""
+    _warm(daemon)
+    big = "x" * 300_000
+    statuses = [daemon.submit("echo", {"value": big}, wait=20) for _ in range(3)]
+    assert all(s["state"] == "succeeded" and s["result"]["value"] == big for s in statuses)
+    small = daemon.submit("echo", {"value": 1}, wait=20)  # the spares are still there and usable
+    assert small["state"] == "succeeded" and small["result"]["value"] == 1

@@ -16,7 +16,7 @@ import pytest
 from supervisor.client import Client
 from supervisor.errors import RunspaceError
 from tests.conftest import wait_until
-from tests.supervision import alive, alive_of, assert_tree_mode, db_exec, ledger_ids, read_pids, tree_env
+from tests.supervision import alive, alive_of, assert_tree_mode, db_exec, ledger_ids, read_pids, tree_env, writable_cgroup2
 
 __all__ = ["tree_env"]
 
@@ -202,3 +202,26 @@ def test_lost_job_that_declared_retries_runs_again(make_daemon, tmp_path: Path) 
     assert final["reason"] is None and final["error"] is None
     assert ledger_ids(ledger) == [job["id"], job["id"]]
     assert "attempt 1 lost" in (d.log_dir / "users" / f"{final['log_user']}.log").read_text()
+
+
+def test_strays_of_a_job_that_ended_while_the_daemon_was_down_get_their_grace(make_daemon, tmp_path: Path) -> None:
+    """The job's cgroup is found from the store, not from its (gone) leader: what the job left
+    behind is killed as usual, SIGTERM first, instead of SIGKILLed as a stranger's leftovers."""
+    if not writable_cgroup2():
+        pytest.skip("no writable cgroup v2 with cgroup.kill on this machine (needs Delegate=yes or root)")
+    d = make_daemon(RUNSPACE_CGROUPS="true")
+    wait_until(lambda: d.client.request("GET", "/healthz").json()["fork_server"] == "ready",
+               what="the fork server to warm up")  # so the job gets a spare's cgroup, not one named after it
+    pidfile, termfile, gate = tmp_path / "child", tmp_path / "termed", tmp_path / "gate"
+    job = d.submit("leave_behind", {"pidfile": str(pidfile), "termfile": str(termfile), "gate": str(gate)})
+    child = wait_until(lambda: read_pids(pidfile), timeout=15, what="the job to start its child")[0]
+    leader = d.client.status(job["id"])["pid"]
+    d.kill9()
+    gate.touch()
+    wait_until(lambda: not alive(leader), timeout=10, what="the job to end while the daemon is down")
+    assert alive(child)
+    d.start()
+    final = d.wait(job["id"])
+    assert final["state"] == "succeeded" and final["result"] == {"child": child}, final
+    wait_until(lambda: not alive(child), timeout=10, what="the job's leftover child to be killed")
+    assert termfile.read_text() == "SIGTERM", "the leftover was SIGKILLed without its grace"

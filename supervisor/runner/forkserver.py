@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.runner.files import ENV_MARKER, MARKER_PLACEHOLDER
-from supervisor.runner.spares import Spare
+from supervisor.runner.spares import PIPE_CAPACITY, Spare
 
 _REPLY_TIMEOUT = 10.0
 _EXIT_WAIT = 2.0
@@ -82,10 +82,11 @@ class ForkServer:
         if self._sock is None or self._reader is None:
             raise ForkServerError("the fork server is not running")
         request = {"run_dir": str(run_dir), "log": str(log), "env": env, "spec": spec}
+        data = json.dumps(request).encode()
         self._collect_spares()
-        while self._spares:
+        while self._spares and len(data) <= PIPE_CAPACITY:
             spare = self._spares.popleft()
-            if spare.hand(request):  # the job runs now; the notice is for exit statuses
+            if spare.hand(data):  # the job runs now; the notice is for exit statuses
                 with contextlib.suppress(ForkServerError):
                     self._send({"used": spare.pid, "run_dir": str(run_dir)})
                 return spare.pid, spare.cgroup
@@ -117,6 +118,7 @@ class ForkServer:
             if not fds:
                 continue
             info = json.loads(data)
+            os.set_blocking(fds[0], False)  # the event loop must never wait on a spare
             self._spares.append(Spare(int(info["spare"]), Path(info["cgroup"]) if info["cgroup"] else None, fds[0]))
 
     def close(self) -> None:

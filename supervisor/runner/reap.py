@@ -38,7 +38,12 @@ class Reaper:
         self._children: dict[int, ExitCallback] = {}
 
     def watch_child(self, pid: int, on_exit: ExitCallback) -> None:
+        """Also for a fork-server child: it becomes ours (we are a subreaper) if the fork
+        server exits first, after a reload; then only we learn how it ended."""
         self._children[pid] = on_exit
+
+    def forget(self, pid: int) -> None:
+        self._children.pop(pid, None)
 
     def reap(self) -> None:
         for pid, status in exited_children():

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,12 +27,24 @@ from typing import Any
 from supervisor.runner.clone import CgroupFork
 
 _POOL = 2
+# What a pipe holds by default: a larger job is forked on the spot and sent over the socket,
+# so the daemon's write to a spare never has to wait for the spare to read.
+PIPE_CAPACITY = 65536
 # In the child: (read end of the job pipe, cgroup to join when clone3 could not place it).
 AwaitJob = Callable[[int, Path | None], None]
 
 
-def spare_prefix(forkserver_pid: int) -> str:
-    return f"z{forkserver_pid}-"
+_CGROUP_NAME = re.compile(r"z(\d+)-\d+")  # z<fork server pid>-<n>
+
+
+def spare_cgroup_name(forkserver_pid: int, n: int) -> str:
+    return f"z{forkserver_pid}-{n}"
+
+
+def spare_cgroup_owner(name: str) -> int | None:
+    """The pid of the fork server that made a cgroup of this name; None if not a spare's."""
+    match = _CGROUP_NAME.fullmatch(name)
+    return int(match.group(1)) if match else None
 
 
 @dataclass
@@ -40,14 +53,14 @@ class Spare:
     cgroup: Path | None
     pipe: int  # write end; the child reads its job from the other end
 
-    def hand(self, request: dict[str, Any]) -> bool:
-        """Give the spare its job; False when it is gone (then it never runs the job)."""
-        data = json.dumps(request).encode()
+    def hand(self, data: bytes) -> bool:
+        """Give the spare its job (JSON); False when it is gone or the pipe is full (a
+        non-blocking pipe: then it reads a cut-off job and exits without running it)."""
         try:
             while data:
                 data = data[os.write(self.pipe, data):]
             return True
-        except OSError:  # EPIPE: the spare has died
+        except OSError:  # EPIPE: the spare has died; EAGAIN: it does not read
             return False
         finally:
             self.close_pipe()
@@ -84,9 +97,10 @@ class Spares:
 
     def remove_leftovers(self) -> None:
         """Empty cgroups of earlier fork servers' spares (rmdir refuses a cgroup in use)."""
-        for path in self._root.glob("z*-*") if self._root else []:
-            with contextlib.suppress(OSError):
-                path.rmdir()
+        for path in self._root.iterdir() if self._root else []:
+            if spare_cgroup_owner(path.name) is not None:
+                with contextlib.suppress(OSError):
+                    path.rmdir()
 
     def short(self) -> bool:
         """Fewer than `_POOL` spares wait: the daemon starts jobs in bursts (a dispatch round)."""
@@ -128,11 +142,11 @@ class Spares:
 
         `children` (pid → run dir) learns the pid before the hand-off: a job that ends at
         once is already known to the SIGCHLD handler that records exit statuses."""
-        run_dir = Path(request["run_dir"])
+        run_dir, data = Path(request["run_dir"]), json.dumps(request).encode()
         for _ in range(2):  # a child that died before its hand-off is replaced once
             spare = self._fork()
             children[spare.pid] = run_dir
-            if spare.hand(request):
+            if spare.hand(data):
                 return spare
             children.pop(spare.pid, None)  # the SIGCHLD handler may have been first
             spare.discard()
@@ -166,12 +180,15 @@ class Spares:
         return Spare(pid, cgroup, write_end)
 
     def _new_cgroup(self) -> Path | None:
-        if self._root is None:
-            return None
-        self._count += 1
-        path = self._root / f"{spare_prefix(os.getpid())}{self._count}"
-        try:
-            path.mkdir()
-        except OSError:
-            return None  # the job runs without a cgroup: its tree is found by session and marker
-        return path
+        """None when it cannot be made: the job runs without one, found by session and marker."""
+        while self._root is not None:
+            self._count += 1
+            path = self._root / spare_cgroup_name(os.getpid(), self._count)
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:  # an earlier fork server with our pid left it, in use
+                continue
+            except OSError:
+                return None
+        return None

@@ -64,7 +64,11 @@ class RunningJob:
     _attention: anyio.Event = field(default_factory=anyio.Event)
 
     def on_exit(self, status: int | None) -> None:
-        self.exited, self.exit_status = True, status
+        """Called by whoever learns first (pidfd, or our reaper with the status); a status,
+        once known, stays."""
+        self.exited = True
+        if status is not None:
+            self.exit_status = status
         self._attention.set()
 
     def request_cancel(self) -> None:
@@ -119,23 +123,24 @@ async def supervise(run: RunningJob, record_kill: KillRecorder) -> Outcome:
         while not run.exited:
             await run.nap(0.05)
     if run.exit_status is None and not run.files.result.exists():
-        run.exit_status = await _forked_exit_status(run.files)
+        run.exit_status = await _forked_exit_status(run)
     # The leader is gone: whatever of the job is left (daemonised grandchildren) goes too.
     await kill_tree(run.tree, run.limits.kill_grace)
     return outcome_of(run)
 
 
-async def _forked_exit_status(files: RunFiles, wait: float = 0.5) -> int | None:
-    """The fork server reaps its children and records their status a moment after they end."""
+async def _forked_exit_status(run: RunningJob, wait: float = 0.5) -> int | None:
+    """The fork server reaps its children and records their status a moment after they end;
+    if it has exited (a reload), the job was re-parented to us and our reaper reports it."""
     with anyio.move_on_after(wait):
-        while True:
-            report = read_json(files.exit_status)
+        while run.exit_status is None:
+            report = read_json(run.files.exit_status)
             if report is not None:
                 return int(report["status"])
-            if not files.dir.exists():
-                return None
-            await anyio.sleep(0.02)
-    return None
+            if not run.files.dir.exists():
+                break
+            await run.nap(0.02)
+    return run.exit_status
 
 
 async def _kill(run: RunningJob, reason: KillReason, record_kill: KillRecorder) -> None:

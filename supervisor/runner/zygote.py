@@ -20,6 +20,7 @@ import select
 import signal
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ _children: dict[int, Path] = {}  # pid → run dir, for every child that got a j
 _early_exits: dict[int, int] = {}  # spares that ended before the daemon said which job they got
 _spares: Spares | None = None
 _QUIET = 0.002
+_EARLY_EXITS_KEPT = 256
 _LIBC = ctypes.CDLL(None)  # opened once here, not in every job
 
 
@@ -44,6 +46,8 @@ def _reap(*_: object) -> None:
             _record_exit(run_dir, pid, status)
         elif _spares is not None and _spares.ended(pid):
             _early_exits[pid] = status
+            if len(_early_exits) > _EARLY_EXITS_KEPT:  # spares killed unused: no notice ever comes
+                del _early_exits[next(iter(_early_exits))]
 
 
 def _record_exit(run_dir: Path, pid: int, status: int) -> None:
@@ -124,7 +128,7 @@ def _become_job(request: dict[str, Any]) -> None:
     os.close(log)
     _set_environ(request["env"])
     sys.argv = ["supervisor.worker", request["run_dir"]]
-    worker.main(in_cgroup=True, spec=request["spec"])
+    worker.main(spec=request["spec"])
 
 
 def _set_environ(env: dict[str, str]) -> None:
@@ -149,14 +153,40 @@ def serve(server: socket.socket, channel: socket.socket, cgroup_root: Path | Non
     server.sendall(b'{"ready": true}\n')
     # EOF (or a reset: the daemon closed without reading all we sent) means the daemon is
     # gone; our jobs live on in their own sessions.
+    lines = Lines(server)
     with contextlib.suppress(ConnectionResetError), contextlib.closing(spares):
-        for line in server.makefile("rb"):
+        for line in lines:
             message = json.loads(line)
             if "used" in message:
                 _used(message["used"], Path(message["run_dir"]))
             else:
                 _start(message, spares, server)
-            _refill_when_quiet(spares, server)
+            _refill_when_quiet(spares, lines)
+
+
+class Lines:
+    """The daemon's JSON lines, split by hand: `waiting()` must see a line already read into
+    our buffer, which select() cannot (a job waiting there must not wait for a spare's fork)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buffer = bytearray()
+
+    def waiting(self) -> bool:
+        return b"\n" in self._buffer or bool(select.select([self.sock], [], [], _QUIET)[0])
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            end = self._buffer.find(b"\n")
+            if end < 0:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return
+                self._buffer += chunk
+                continue
+            line = bytes(self._buffer[:end])
+            del self._buffer[:end + 1]
+            yield line
 
 
 def _announce(channel: socket.socket, spare: Spare) -> None:
@@ -164,12 +194,11 @@ def _announce(channel: socket.socket, spare: Spare) -> None:
     socket.send_fds(channel, [json.dumps({"spare": spare.pid, "cgroup": cgroup}).encode()], [spare.pipe])
 
 
-def _refill_when_quiet(spares: Spares, server: socket.socket) -> None:
+def _refill_when_quiet(spares: Spares, lines: Lines) -> None:
     """Fork replacement spares once the daemon has been quiet for a moment: a fork holds a
-    core for ~1.5 ms, which the daemon (answering the submit) and the new job need first.
-    (A line already in the reader's buffer waits for the fork: only `used` notices can.)"""
+    core for ~1.5 ms, which the daemon (answering the submit) and the new job need first."""
     while spares.short():
-        if select.select([server], [], [], _QUIET)[0] or not spares.add():
+        if lines.waiting() or not spares.add():
             return  # the next request first (from the other spare, or forked on the spot)
 
 

@@ -6,13 +6,14 @@ import dataclasses
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from supervisor.models import JobRecord, JobState
 from supervisor.store.base import BatchRecord, JobFilter
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _FIELDS = [f.name for f in dataclasses.fields(JobRecord) if f.name != "seq"]
 _JSON_FIELDS = {"params", "result"}
 
@@ -42,9 +43,17 @@ CREATE TABLE IF NOT EXISTS batches (
 );
 """
 
-# Schema version reached -> the DDL that reaches it. Every statement is IF NOT EXISTS, so a
-# step interrupted half-way is simply run again.
-_MIGRATIONS = {1: _SCHEMA, 2: _BATCHES}
+
+
+def _add_cgroup_column(db: sqlite3.Connection) -> None:
+    # A database created by this version has it already (version 1 makes every field).
+    if "cgroup" not in {row[1] for row in db.execute("PRAGMA table_info(jobs)")}:
+        db.execute("ALTER TABLE jobs ADD COLUMN cgroup TEXT")
+
+
+# Schema version reached -> the step that reaches it. Each can run again after being
+# interrupted half-way (IF NOT EXISTS, or a check first).
+_MIGRATIONS: dict[int, str | Callable[[sqlite3.Connection], None]] = {1: _SCHEMA, 2: _BATCHES, 3: _add_cgroup_column}
 _DONE_STATES = tuple(str(s) for s in JobState if s.done)
 _BATCH_FIELDS = [f.name for f in dataclasses.fields(BatchRecord)]
 
@@ -88,7 +97,11 @@ class SqliteStore:
                 f"the database has schema version {version}, this runspace knows up to {SCHEMA_VERSION}; upgrade runspace"
             )
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            self._db.executescript(_MIGRATIONS[target])
+            step = _MIGRATIONS[target]
+            if callable(step):
+                step(self._db)
+            else:
+                self._db.executescript(step)
             self._db.execute(f"PRAGMA user_version={target}")
 
     def insert(self, records: list[JobRecord]) -> None:

@@ -101,13 +101,27 @@ def spawn_tree(params: Tree, ctx: JobContext) -> None:
 
 class Leave(BaseModel):
     pidfile: str
+    termfile: str | None = None  # the child writes it when it gets SIGTERM, then exits
+    gate: str | None = None  # return only once it exists
+
+
+_LEFT_CHILD = (
+    "import signal, sys, time\n"
+    "def on_term(*_):\n"
+    "    open(sys.argv[1], 'w').write('SIGTERM')\n"
+    "    sys.exit(0)\n"
+    "if sys.argv[1]: signal.signal(signal.SIGTERM, on_term)\n"
+    "time.sleep(300)\n"
+)
 
 
 @job()
 def leave_behind(params: Leave, ctx: JobContext) -> dict:
-    """Starts a background process and returns at once, leaving it behind."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
+    """Starts a background process and returns, leaving it behind."""
+    proc = subprocess.Popen([sys.executable, "-c", _LEFT_CHILD, params.termfile or ""], start_new_session=True)
     Path(params.pidfile).write_text(str(proc.pid))
+    if params.gate:
+        _wait_for(params.gate)
     return {"child": proc.pid}
 
 
@@ -232,3 +246,56 @@ def ignore_term(params: Sleep, ctx: JobContext) -> None:
     """Ignores SIGTERM, so only SIGKILL ends it."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     time.sleep(params.seconds)
+
+
+class Gate(BaseModel):
+    gate: str
+    ledger: str
+    child: bool = False
+
+
+_GATED_CHILD = (
+    "import os, sys, time\n"
+    "open(sys.argv[2], 'w').write(str(os.getpid()))\n"
+    "deadline = time.time() + 120\n"
+    "while not os.path.exists(sys.argv[1]) and time.time() < deadline: time.sleep(0.02)\n"
+)
+
+
+def _wait_for(path: str, seconds: float = 120.0) -> None:
+    deadline = time.time() + seconds
+    while not os.path.exists(path):
+        if time.time() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.02)
+
+
+@job(timeout=300)
+def gated(params: Gate, ctx: JobContext) -> dict:
+    """Appends `<job id> <pid>` to `ledger` when its code starts (proves run-once), optionally
+    starts a child that waits too, waits until `gate` exists; returns where it ran."""
+    child = None
+    if params.child:
+        child = subprocess.Popen([sys.executable, "-c", _GATED_CHILD, params.gate, f"{params.ledger}.{ctx.job_id}.child"])
+    with open(params.ledger, "a") as f:
+        f.write(f"{ctx.job_id} {os.getpid()}\n")
+    print(f"gated job {ctx.job_id} waiting", flush=True)
+    _wait_for(params.gate)
+    if child is not None:
+        child.wait()
+    cgroup = next(line[3:].strip() for line in Path("/proc/self/cgroup").read_text().splitlines()
+                  if line.startswith("0::"))
+    return {"cgroup": cgroup, "pid": os.getpid(), "sid": os.getsid(0), "ppid": os.getppid()}
+
+
+class Cue(BaseModel):
+    cue: str
+    pidfile: str
+
+
+@job(timeout=300)
+def die_on_cue(params: Cue, ctx: JobContext) -> None:
+    """Writes its pid, waits until `cue` exists, then kills its own process with SIGKILL."""
+    Path(params.pidfile).write_text(str(os.getpid()))
+    _wait_for(params.cue)
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -57,7 +57,7 @@ def test_fork_server_whose_daemon_is_gone_exits_with_its_spares() -> None:
     for sock in (their_control, their_channel, control, channel):
         sock.close()
     try:
-        proc.wait(timeout=20)
+        assert proc.wait(timeout=20) == 0
         wait_until(lambda: not marked_processes(marker), timeout=5, what="its spares to exit")
     finally:
         for leftover in marked_processes(marker):

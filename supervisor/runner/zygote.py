@@ -148,13 +148,13 @@ def serve(server: socket.socket, channel: socket.socket, cgroup_root: Path | Non
     _spares = spares = Spares(cgroup_root, lambda pipe, join: _await_job(pipe, (server, channel), join),
                               lambda spare: _announce(channel, spare))
     spares.remove_leftovers()
-    while spares.short() and spares.add():
-        pass
-    server.sendall(b'{"ready": true}\n')
-    # EOF (or a reset: the daemon closed without reading all we sent) means the daemon is
-    # gone; our jobs live on in their own sessions.
+    # EOF, a reset or a broken pipe means the daemon is gone (maybe before we were ready);
+    # our jobs live on in their own sessions.
     lines = Lines(server)
-    with contextlib.suppress(ConnectionResetError), contextlib.closing(spares):
+    with contextlib.suppress(ConnectionError), contextlib.closing(spares):
+        while spares.short() and spares.add():
+            pass
+        server.sendall(b'{"ready": true}\n')
         for line in lines:
             message = json.loads(line)
             if "used" in message:

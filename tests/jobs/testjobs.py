@@ -276,7 +276,8 @@ def gated(params: Gate, ctx: JobContext) -> dict:
     starts a child that waits too, waits until `gate` exists; returns where it ran."""
     child = None
     if params.child:
-        child = subprocess.Popen([sys.executable, "-c", _GATED_CHILD, params.gate, f"{params.ledger}.{ctx.job_id}.child"])
+        pidfile = f"{params.ledger}.{ctx.job_id}.child"
+        child = subprocess.Popen([sys.executable, "-c", _GATED_CHILD, params.gate, pidfile])
     with open(params.ledger, "a") as f:
         f.write(f"{ctx.job_id} {os.getpid()}\n")
     print(f"gated job {ctx.job_id} waiting", flush=True)

@@ -18,8 +18,8 @@ class Row:
     """One measured figure: runspace's value and each peer's, measured in the same run.
 
     `better` says which direction wins; `advantage` turns each peer figure into "how many
-    times better runspace is" (> 1 = runspace ahead). For the Popen floor and the HTTP
-    ceiling it is runspace's share of that rate.
+    times better runspace is" (> 1 = runspace ahead). For the Popen floor, the HTTP
+    ceiling and the fork + exit floor it is runspace's share of that rate or cost.
     """
 
     workload: str
@@ -89,7 +89,7 @@ def text_table(rows: list[Row]) -> str:
 def markdown_table(rows: list[Row], meta: dict) -> str:
     out = [f"Measured {meta['date']} on {meta['machine']['summary']} ({'quick' if meta['quick'] else 'full'} run).",
            "Advantage = how many times better runspace is than the peer (> 1 = runspace ahead; for the Popen",
-           "floor and the HTTP ceiling: runspace's share of that rate).", "",
+           "floor, the HTTP ceiling and the fork + exit floor: runspace's share of that rate or cost).", "",
            "| workload | metric | runspace | peers (advantage) | target | |", "|---|---|---|---|---|---|"]
     for r in rows:
         value = fmt(r.runspace, r.unit) if r.runspace is not None else (r.note or "n/a")

@@ -12,7 +12,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal, get_type_hints
 
-from pydantic import BaseModel
+# ValidationError resolved here, not at first use: pydantic imports its attributes lazily,
+# and that first use would happen again in every job the fork server forks.
+from pydantic import BaseModel, ValidationError
 
 from supervisor.errors import FieldError, InvalidParams, UnknownJob, errors_from_pydantic
 
@@ -56,8 +58,6 @@ class JobType:
     module_path: Path | None = None
 
     def validate(self, params: Any, loc: tuple[str | int, ...] = ("params",)) -> BaseModel:
-        from pydantic import ValidationError
-
         params = params if params is not None else {}
         unknown = self._unknown_fields(params, loc)
         try:
@@ -207,8 +207,22 @@ def load_registry(dirs: Iterable[Path], check: Callable[[Path], None] | None = N
     return registry
 
 
+# Filled by the fork server before it forks (preload_job_types): a forked job then finds its
+# type with one lookup, instead of walking the module (which writes to the reference count
+# of every object in it, and so copies all their pages into the job process).
+_preloaded: dict[tuple[Path, str], JobType] = {}
+
+
+def preload_job_types(path: Path) -> None:
+    for jt in job_types_in(import_module_file(path), path):
+        _preloaded[(path, jt.name)] = jt
+
+
 def load_job_type(path: Path, name: str) -> JobType:
     """Used inside a job process: import only the module that defines `name`."""
+    preloaded = _preloaded.get((path, name))
+    if preloaded is not None:
+        return preloaded
     for jt in job_types_in(import_module_file(path, reuse=True), path):
         if jt.name == name:
             return jt

@@ -62,8 +62,7 @@ class FileReporter:
         self._user_log_fd = _open_append(self._user_log) if hold_user_log else None
         self._events = spec.get("events_socket")
         self._last_sent = 0.0
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.setblocking(False)
+        self._sock: socket.socket | None = None  # made at the first report: most jobs send none
 
     def log(self, text: str) -> None:
         sys.stdout.flush()
@@ -82,6 +81,9 @@ class FileReporter:
         write_json_atomic(self._files.progress, report)
         if self._events:
             try:
+                if self._sock is None:
+                    self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                    self._sock.setblocking(False)
                 self._sock.sendto(json.dumps(report).encode(), self._events)
             except OSError:
                 pass  # the daemon is down or busy: it reads progress.json when it looks

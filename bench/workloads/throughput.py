@@ -8,7 +8,8 @@ import subprocess
 import time
 
 from bench.context import Context
-from bench.harness import RunspaceDaemon, wait_for
+from bench.cpu import CpuMeter, breakdown, fork_floor_ms, rq_meter, runspace_meter
+from bench.harness import BENCH_JOBS, RunspaceDaemon, wait_for
 from bench.peers import Nq, RqPeer, Tsp, have, have_rq
 from bench.report import Row
 
@@ -99,30 +100,43 @@ def python_jobs(ctx: Context) -> list[Row]:
     d2 = RunspaceDaemon(ctx.dir("runspace-c2"), max_concurrency="2").start()
     try:
         runspace_rate(d2, "noop", 10)  # warm-up: first jobs pay one-off imports
+        meter = runspace_meter(d2.proc.pid)
+        before = meter.read()
         rs = runspace_rate(d2, "noop", n)
+        rs_cpu = CpuMeter.per_job(before, meter.read(), n)
     finally:
         d2.stop()
-    rq_rate = None
-    if have_rq():
-        rq = RqPeer(ctx.dir("rq-c2"), workers=2).start()
-        try:
-            from bench import rq_tasks
-
-            for _ in range(10):
-                rq.queue.enqueue(rq_tasks.noop)
-            wait_for(lambda: rq.finished_count() >= 10, 60, 0.02, what="RQ warm-up")
-            start = time.perf_counter()
-            for _ in range(n):
-                rq.queue.enqueue(rq_tasks.noop)
-            wait_for(lambda: rq.finished_count() >= 10 + n, 300, 0.02, what=f"{n} RQ jobs")
-            rq_rate = n / (time.perf_counter() - start)
-        finally:
-            rq.stop()
-    row = Row(f"{n:,} no-op Python jobs, concurrency 2", "submit → all done", "jobs/s", "higher", rs,
-              {"RQ fork worker ×2": rq_rate}, target="≥ 4× RQ")
+    rq_rate, rq_cpu = rq_python_jobs(ctx, n) if have_rq() else (None, None)
+    name = f"{n:,} no-op Python jobs, concurrency 2"
+    row = Row(name, "submit → all done", "jobs/s", "higher", rs, {"RQ fork worker ×2": rq_rate}, target="≥ 4× RQ")
     adv = row.advantage("RQ fork worker ×2")
     row.met = None if adv is None else adv >= 4
-    return [row]
+    note = f"runspace: {breakdown(rs_cpu)}" + (f"; RQ: {breakdown(rq_cpu)}" if rq_cpu else "")
+    floor = fork_floor_ms(str(BENCH_JOBS / "benchjobs.py"), 200)
+    cpu = Row(name, "CPU per job, all processes", "ms", "lower", sum(rs_cpu.values()),
+              {"RQ fork worker ×2": sum(rq_cpu.values()) if rq_cpu else None, "fork + exit floor": floor},
+              note=note + f"; 2 cores allow at most 2000 / CPU ms jobs/s")
+    return [row, cpu]
+
+
+def rq_python_jobs(ctx: Context, n: int) -> tuple[float, dict[str, float]]:
+    from bench import rq_tasks
+
+    rq = RqPeer(ctx.dir("rq-c2"), workers=2).start()
+    try:
+        for _ in range(10):
+            rq.queue.enqueue(rq_tasks.noop)
+        wait_for(lambda: rq.finished_count() >= 10, 60, 0.02, what="RQ warm-up")
+        meter = rq_meter([w.pid for w in rq.workers], rq.redis_proc.pid)
+        before = meter.read()
+        start = time.perf_counter()
+        for _ in range(n):
+            rq.queue.enqueue(rq_tasks.noop)
+        wait_for(lambda: rq.finished_count() >= 10 + n, 300, 0.02, what=f"{n} RQ jobs")
+        rate = n / (time.perf_counter() - start)
+        return rate, CpuMeter.per_job(before, meter.read(), n)
+    finally:
+        rq.stop()
 
 
 def run(ctx: Context) -> list[Row]:

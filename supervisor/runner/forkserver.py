@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.runner.files import ENV_MARKER, MARKER_PLACEHOLDER
-from supervisor.runner.spares import PIPE_CAPACITY, Spare
+from supervisor.runner.spares import Spare, fits_a_pipe
 
 _REPLY_TIMEOUT = 10.0
 _EXIT_WAIT = 2.0
@@ -23,6 +23,13 @@ _EXIT_WAIT = 2.0
 
 class ForkServerError(OSError):
     pass
+
+
+def env_changes(base: dict[str, str], env: dict[str, str]) -> dict[str, Any]:
+    """What turns `base` into `env`: a job's environment is mostly the daemon's, so this is
+    a few variables instead of all of them (less to send, parse and set per job)."""
+    return {"set": {key: value for key, value in env.items() if base.get(key) != value},
+            "unset": [key for key in base if key not in env]}
 
 
 class ForkServer:
@@ -34,6 +41,7 @@ class ForkServer:
         self._reader = None
         self._ready = False
         self._spares: deque[Spare] = deque()
+        self._env: dict[str, str] = {}  # the fork server's own environment, which jobs start from
         self.pid: int | None = None
 
     def start(self, modules: Iterable[Path], cgroup_root: Path | None) -> int:
@@ -42,9 +50,10 @@ class ForkServer:
         channel, their_channel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         argv = [sys.executable, "-m", "supervisor.runner.zygote", "3", "4", str(cgroup_root or "-"),
                 *map(str, modules)]
+        self._env = {**os.environ, ENV_MARKER: MARKER_PLACEHOLDER}
         try:
             self.pid = os.posix_spawn(
-                sys.executable, argv, {**os.environ, ENV_MARKER: MARKER_PLACEHOLDER},
+                sys.executable, argv, self._env,
                 file_actions=[(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
                               (os.POSIX_SPAWN_DUP2, theirs.fileno(), 3),
                               (os.POSIX_SPAWN_DUP2, their_channel.fileno(), 4)],
@@ -81,10 +90,10 @@ class ForkServer:
         """(pid, the cgroup the job runs in)."""
         if self._sock is None or self._reader is None:
             raise ForkServerError("the fork server is not running")
-        request = {"run_dir": str(run_dir), "log": str(log), "env": env, "spec": spec}
+        request = {"run_dir": str(run_dir), "log": str(log), "env": env_changes(self._env, env), "spec": spec}
         data = json.dumps(request).encode()
         self._collect_spares()
-        while self._spares and len(data) <= PIPE_CAPACITY:
+        while self._spares and fits_a_pipe(data):
             spare = self._spares.popleft()
             if spare.hand(data):  # the job runs now; the notice is for exit statuses
                 with contextlib.suppress(ForkServerError):

@@ -29,7 +29,28 @@ from supervisor.runner.clone import CgroupFork
 _POOL = 2
 # What a pipe holds by default: a larger job is forked on the spot and sent over the socket,
 # so the daemon's write to a spare never has to wait for the spare to read.
-PIPE_CAPACITY = 65536
+_PIPE_CAPACITY = 65536
+_LENGTH = 4  # bytes of the big-endian length before each job: the spare needs no EOF to start
+
+
+def fits_a_pipe(job: bytes) -> bool:
+    return len(job) + _LENGTH <= _PIPE_CAPACITY
+
+
+def read_job(fd: int) -> bytes | None:
+    """In a spare: its job, or None when the pipe closed before a whole job came."""
+    head = _read_exactly(fd, _LENGTH)
+    return _read_exactly(fd, int.from_bytes(head, "big")) if head is not None else None
+
+
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    data = b""
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
 # In the child: (read end of the job pipe, cgroup to join when clone3 could not place it).
 AwaitJob = Callable[[int, Path | None], None]
 
@@ -53,9 +74,10 @@ class Spare:
     cgroup: Path | None
     pipe: int  # write end; the child reads its job from the other end
 
-    def hand(self, data: bytes) -> bool:
+    def hand(self, job: bytes) -> bool:
         """Give the spare its job (JSON); False when it is gone or the pipe is full (a
         non-blocking pipe: then it reads a cut-off job and exits without running it)."""
+        data = len(job).to_bytes(_LENGTH, "big") + job
         try:
             while data:
                 data = data[os.write(self.pipe, data):]
@@ -174,7 +196,7 @@ class Spares:
                 cgroup.rmdir()
             raise
         if pid == 0:
-            os.close(write_end)  # a spare reads its job until EOF: only the daemon may hold this
+            os.close(write_end)  # a spare with no job exits at EOF: only the daemon may hold this
             self._await_job(read_end, None if placed else cgroup)
         os.close(read_end)
         return Spare(pid, cgroup, write_end)

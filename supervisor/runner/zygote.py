@@ -24,11 +24,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from supervisor import worker
-from supervisor.registry import import_module_file
+from supervisor.registry import preload_job_types
 from supervisor.runner.files import ENV_MARKER, MARKER_PLACEHOLDER, RunFiles, write_json_atomic
 from supervisor.runner.reap import exited_children
-from supervisor.runner.spares import Spare, Spares
+from supervisor.runner.spares import Spare, Spares, read_job
 
 _children: dict[int, Path] = {}  # pid → run dir, for every child that got a job
 _early_exits: dict[int, int] = {}  # spares that ended before the daemon said which job they got
@@ -67,25 +69,33 @@ def _used(pid: int, run_dir: Path) -> None:
         _record_exit(run_dir, pid, status)
 
 
-def _stamp_marker(job_id: str) -> None:
-    """Write the job id over the placeholder in this process's original environment block.
+def _marker_address() -> int | None:
+    """Where the marker's value lies in this process's original environment block.
 
     A forked process shows the environment it was exec'd with in /proc/PID/environ, and
     that is where the daemon looks for a job's marker. The zygote was started with a
-    placeholder of the same length, so the id can be written in place, like setproctitle
-    rewrites argv. Descendants that exec get the marker from os.environ as usual.
+    placeholder of the same length, so each job writes its id over it in place (like
+    setproctitle rewrites argv); descendants that exec get it from os.environ as usual.
+    Found once, here: walking the block with ctypes in every job took a quarter millisecond.
     """
-    prefix = f"{ENV_MARKER}=".encode()
+    prefix = f"{ENV_MARKER}={MARKER_PLACEHOLDER}".encode()
     environ = ctypes.POINTER(ctypes.c_void_p).in_dll(_LIBC, "environ")
     index = 0
     while environ[index]:
         address = environ[index]
-        if ctypes.string_at(address, len(prefix)) == prefix:
-            value = job_id.encode()
-            if len(value) == len(MARKER_PLACEHOLDER) and ctypes.string_at(address + len(prefix)) == MARKER_PLACEHOLDER.encode():
-                ctypes.memmove(address + len(prefix), value, len(value))
-            return
+        if ctypes.string_at(address) == prefix:
+            return address + len(ENV_MARKER) + 1
         index += 1
+    return None
+
+
+_MARKER_AT = _marker_address()
+
+
+def _stamp_marker(job_id: str) -> None:
+    value = job_id.encode()
+    if _MARKER_AT is not None and len(value) == len(MARKER_PLACEHOLDER):
+        ctypes.memmove(_MARKER_AT, value, len(value))
 
 
 def _await_job(pipe: int, sockets: tuple[socket.socket, ...], join: Path | None) -> None:
@@ -100,25 +110,40 @@ def _await_job(pipe: int, sockets: tuple[socket.socket, ...], join: Path | None)
                 Path(join, "cgroup.procs").write_text(str(os.getpid()))
             except OSError as exc:  # like the worker: run the job anyway, found by session and marker
                 print(f"runspace: could not join cgroup {join}: {exc}", file=sys.stderr)
-        request = _read_all(pipe)
+        _rehearse()
+        request = read_job(pipe)
         os.close(pipe)  # the job must not inherit it
-        if not request:
-            os._exit(0)  # the fork server closed without giving us a job
+        if request is None:
+            os._exit(0)  # the daemon closed without giving us a (whole) job
         _become_job(json.loads(request))
     finally:
         os._exit(70)  # worker.main() exits itself; reaching here means set-up failed
 
 
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
+class _Rehearsal(BaseModel):
+    number: int = 0
+    text: str | None = None
+
+
+def _rehearse() -> None:
+    """Run, on throwaway values, the steps every job takes first. A forked child copies each
+    page it writes to, and merely using an object writes its reference count: done here, the
+    copying happens while the spare waits, not between the hand-off and the job's code."""
+    json.loads(json.dumps({"run_dir": "/", "env": {"A": "b"}, "spec": {"params": {"p": [1, 2.5, None, True]}}}))
+    _Rehearsal.model_validate({"number": 1, "text": "x"})  # pydantic-core's first use in a process costs
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        stream = worker.StampedStream(null)
+        stream.write("rehearsal\n")
+        with os.fdopen(os.dup(null), "w") as f:
+            f.write(json.dumps({"state": "succeeded", "result": None, "exit_code": 0}))
+    finally:
+        os.close(null)
 
 
 def _become_job(request: dict[str, Any]) -> None:
     """Same set-up as a posix_spawned worker, then run the worker (which exits itself)."""
-    _stamp_marker(request["env"][ENV_MARKER])
+    _stamp_marker(request["spec"]["id"])
     null = os.open(os.devnull, os.O_RDONLY)
     log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     os.dup2(null, 0)
@@ -131,13 +156,11 @@ def _become_job(request: dict[str, Any]) -> None:
     worker.main(spec=request["spec"])
 
 
-def _set_environ(env: dict[str, str]) -> None:
-    """Only the differences: a job's environment is mostly the daemon's (each putenv costs)."""
-    for key in [key for key in os.environ if key not in env]:
-        del os.environ[key]
-    for key, value in env.items():
-        if os.environ.get(key) != value:
-            os.environ[key] = value
+def _set_environ(changes: dict[str, Any]) -> None:
+    """The job's environment, as changes to ours (runner/forkserver.py env_changes)."""
+    for key in changes["unset"]:
+        os.environ.pop(key, None)
+    os.environ.update(changes["set"])
 
 
 def serve(server: socket.socket, channel: socket.socket, cgroup_root: Path | None) -> None:
@@ -220,7 +243,7 @@ def main() -> None:
     cgroup_root = Path(sys.argv[3]) if sys.argv[3] != "-" else None
     for module in sys.argv[4:]:  # the modules the daemon loaded and trusted, imported once
         try:
-            import_module_file(Path(module))
+            preload_job_types(Path(module))
         except Exception:
             pass  # the job's own import in the worker reports the error
     import supervisor.command  # noqa: F401  (used by every command job)

@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS batches (
 
 def _add_cgroup_column(db: sqlite3.Connection) -> None:
     # A database created by this version has it already (version 1 makes every field).
-    if "cgroup" not in {row[1] for row in db.execute("PRAGMA table_info(jobs)")}:
+    columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    if columns and "cgroup" not in columns:
         db.execute("ALTER TABLE jobs ADD COLUMN cgroup TEXT")
 
 

@@ -31,6 +31,9 @@ _POOL = 2
 # so the daemon's write to a spare never has to wait for the spare to read.
 _PIPE_CAPACITY = 65536
 _LENGTH = 4  # bytes of the big-endian length before each job: the spare needs no EOF to start
+_CGROUP_NAME = re.compile(r"z(\d+)-\d+")  # z<fork server pid>-<n>
+# In the child: (read end of the job pipe, cgroup to join when clone3 could not place it).
+AwaitJob = Callable[[int, Path | None], None]
 
 
 def fits_a_pipe(job: bytes) -> bool:
@@ -51,11 +54,6 @@ def _read_exactly(fd: int, size: int) -> bytes | None:
             return None
         data += chunk
     return data
-# In the child: (read end of the job pipe, cgroup to join when clone3 could not place it).
-AwaitJob = Callable[[int, Path | None], None]
-
-
-_CGROUP_NAME = re.compile(r"z(\d+)-\d+")  # z<fork server pid>-<n>
 
 
 def spare_cgroup_name(forkserver_pid: int, n: int) -> str:

@@ -110,7 +110,8 @@ def _await_job(pipe: int, sockets: tuple[socket.socket, ...], join: Path | None)
                 Path(join, "cgroup.procs").write_text(str(os.getpid()))
             except OSError as exc:  # like the worker: run the job anyway, found by session and marker
                 print(f"runspace: could not join cgroup {join}: {exc}", file=sys.stderr)
-        _rehearse()
+        if not select.select([pipe], [], [], 0)[0]:  # forked for a job already waiting: no time to rehearse
+            _rehearse()
         request = read_job(pipe)
         os.close(pipe)  # the job must not inherit it
         if request is None:

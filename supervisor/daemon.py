@@ -92,7 +92,7 @@ class Daemon:
             return
         self.forkserver.close()
         modules = {jt.module_path for jt in self.registry.types.values() if jt.module_path}
-        self.forkserver.start(modules, self.cgroups.root if self.cgroups else None)
+        self.forkserver.start(modules, self.cgroups.root if self.cgroups else None, self.settings.job_env_passthrough)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -128,14 +128,14 @@ class Daemon:
         events = await anyio.create_unix_datagram_socket(local_path=events_path, local_mode=0o666)
         self.cgroups = cgroups = self._cgroups()
         self.forkserver = ForkServer() if s.fork_server else None
-        self._restart_forkserver()
         services = Services(s, self.store, UserLog(s.logs, s.log_rotation, s.log_retention), Reaper(), cgroups,
                             events_path, self.forkserver)
         cluster = self._cluster()
         self.scheduler = Scheduler(services, lambda: self.registry, cluster.queue if cluster else None)
         if cluster:
             cluster.join()  # renew the lease before re-adopting, so no survivor settles those jobs
-        self.scheduler.recover()
+        self.scheduler.recover()  # first: every spare cgroup it finds then is an earlier fork server's
+        self._restart_forkserver()
         inherited = systemd.listen_sockets()  # systemd's socket: never ours to unlink
         sockets = inherited or [bind_unix(s.socket, s.socket_group)]
         if s.tcp_listen:  # remote callers: same app, identity from a bearer token

@@ -120,14 +120,11 @@ class Scheduler:
                     RunFiles(path).remove()
 
     def _remove_stale_cgroups(self) -> None:
-        """Cgroups of ended jobs (a crash during clean-up) and of dead fork servers' spares."""
+        """Cgroups of ended jobs (a crash during clean-up) and of earlier fork servers' spares
+        (the daemon starts its fork server after this)."""
         live = {run.tree.cgroup for run in self.running.values()}
-        forkserver = self.s.forkserver.pid if self.s.forkserver else None
         for path in self.s.cgroups.all() if self.s.cgroups else []:
-            owner = spare_cgroup_owner(path.name)
-            ours = is_job_id(path.name) or owner is not None
-            current_spare = owner is not None and owner == forkserver
-            if ours and path not in live and not current_spare:
+            if _our_cgroup_name(path.name) and path not in live:
                 cgroup_kill(path)  # anything inside is a stray of an ended job
                 self.s.cgroups.remove(path)
 
@@ -152,14 +149,15 @@ class Scheduler:
             run.kill_reason, run.killed_at = KillReason(rec.reason), rec.killed_at
 
     def _recovered_cgroup(self, rec: JobRecord, leader: Leader | None) -> Path | None:
-        """As recorded at launch; else where its leader is (the daemon died before recording
-        it), else the job's own name (a posix_spawned job's)."""
+        """Where its leader is; else as recorded at launch (the leader has ended); else the
+        job's own name (a posix_spawned job's, if the daemon died before recording it)."""
         if self.s.cgroups is None:
             return None
         root = self.s.cgroups.root
-        candidates = [Path(rec.cgroup) if rec.cgroup else None,
-                      process_cgroup(leader.pid, root) if leader else None, root / rec.id]
-        return next((c for c in candidates if c is not None and c.parent == root and c.exists()), None)
+        candidates = [process_cgroup(leader.pid, root) if leader else None,
+                      Path(rec.cgroup) if rec.cgroup else None, root / rec.id]
+        return next((c for c in candidates if c is not None and c.parent == root and _our_cgroup_name(c.name)
+                     and c.exists()), None)
 
     # -- cancel ---------------------------------------------------------------------
 
@@ -338,7 +336,7 @@ class Scheduler:
     async def _supervise(self, run: RunningJob) -> None:
         outcome = await supervise(run, self._record_kill)
         if run.tree.leader_pid is not None:
-            self.s.reaper.forget(run.tree.leader_pid)
+            self.s.reaper.forget(run.tree.leader_pid, run.on_exit)
         del self.running[run.rec.id]
         self._end_or_retry(run.rec, outcome)
         if self.s.cgroups and run.tree.cgroup:
@@ -402,6 +400,11 @@ class Scheduler:
                 hook(rec)
             except Exception:  # a hook must never stop the scheduler
                 logger.exception("on_finished hook {} failed for job {}", hook, rec.id)
+
+
+def _our_cgroup_name(name: str) -> bool:
+    """A cgroup we made for a job: named after it, or after the fork server that made it."""
+    return is_job_id(name) or spare_cgroup_owner(name) is not None
 
 
 def _ending_text(rec: JobRecord) -> str:

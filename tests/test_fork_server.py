@@ -11,6 +11,7 @@ import subprocess
 import sys
 import uuid
 
+import psutil
 import pytest
 
 from tests.conftest import TEST_MARKER, DaemonProcess, marked_processes, wait_until
@@ -64,12 +65,29 @@ def test_fork_server_whose_daemon_is_gone_exits_with_its_spares() -> None:
             leftover.kill()
 
 
-def test_job_too_big_for_a_spare_pipe_is_forked_on_the_spot(daemon: DaemonProcess) -> None:
-    """Params beyond a pipe's capacity travel over the fork server's socket instead (the daemon
-    never waits on a spare's pipe); the spares stay usable for the jobs after."""
+def test_job_too_big_for_a_spare_pipe_starts_the_other_way(daemon: DaemonProcess) -> None:
+    """Params beyond a pipe's capacity are never written into a spare (the daemon must not
+    wait on one): such a job starts as a fresh interpreter; the spares serve the jobs after."""
     _warm(daemon)
     big = "x" * 300_000
-    statuses = [daemon.submit("echo", {"value": big}, wait=20) for _ in range(3)]
+    statuses = [daemon.submit("echo", {"value": big}, wait=30) for _ in range(2)]
     assert all(s["state"] == "succeeded" and s["result"]["value"] == big for s in statuses)
-    small = daemon.submit("echo", {"value": 1}, wait=20)  # the spares are still there and usable
-    assert small["state"] == "succeeded" and small["result"]["value"] == 1
+    assert all(s["result"]["ppid"] == daemon.proc.pid for s in statuses), "spawned by the daemon itself"
+    small = daemon.submit("echo", {"value": 1}, wait=20)
+    assert small["state"] == "succeeded" and small["result"]["ppid"] == _forkserver(daemon).pid
+
+
+def test_the_fork_server_holds_none_of_the_daemons_environment(make_daemon) -> None:
+    """Every forked job can read the fork server's original environment from its own memory,
+    so it holds only what any job may see; the daemon's own user's jobs still get the rest."""
+    d = make_daemon(RUNSPACE_TEST_SECRET="hunter2")
+    _warm(d)
+    env = _forkserver(d).environ()
+    assert "RUNSPACE_TEST_SECRET" not in env and "RUNSPACE_STATE_DIR" not in env, sorted(env)
+    assert env[TEST_MARKER] == d.marker  # RUNSPACE_JOB_ENV_PASSTHROUGH: every job sees it anyway
+    status = d.submit("whoami", {}, wait=20)
+    assert status["result"]["env"]["RUNSPACE_TEST_SECRET"] == "hunter2", "root's own job keeps the daemon's environment"
+
+
+def _forkserver(d: DaemonProcess) -> psutil.Process:
+    return next(p for p in psutil.Process(d.proc.pid).children() if "supervisor.runner.zygote" in p.cmdline())

@@ -115,7 +115,7 @@ def python_jobs(ctx: Context) -> list[Row]:
     floor = fork_floor_ms(str(BENCH_JOBS / "benchjobs.py"), 200)
     cpu = Row(name, "CPU per job, all processes", "ms", "lower", sum(rs_cpu.values()),
               {"RQ fork worker ×2": sum(rq_cpu.values()) if rq_cpu else None, "fork + exit floor": floor},
-              note=note + f"; 2 cores allow at most 2000 / CPU ms jobs/s")
+              note=note + f"; {os.cpu_count()} cores allow at most {os.cpu_count() * 1000} / CPU ms jobs/s")
     return [row, cpu]
 
 

@@ -25,9 +25,23 @@ class ForkServerError(OSError):
     pass
 
 
+# What the fork server's interpreter needs from the daemon's environment. Never the whole
+# of it: a forked job can read its parent's environment from its own memory, and a job that
+# runs as another user must not find the daemon's secrets (a store URL, say) there.
+_INTERPRETER_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ")
+_INTERPRETER_PREFIXES = ("PYTHON", "LC_")
+
+
+def forkserver_env(keep: Iterable[str]) -> dict[str, str]:
+    """The interpreter's variables, those every job may see (`keep`), and the marker's placeholder."""
+    wanted = set(_INTERPRETER_ENV) | set(keep)
+    env = {key: value for key, value in os.environ.items() if key in wanted or key.startswith(_INTERPRETER_PREFIXES)}
+    env[ENV_MARKER] = MARKER_PLACEHOLDER
+    return env
+
+
 def env_changes(base: dict[str, str], env: dict[str, str]) -> dict[str, Any]:
-    """What turns `base` into `env`: a job's environment is mostly the daemon's, so this is
-    a few variables instead of all of them (less to send, parse and set per job)."""
+    """What turns `base` (the fork server's environment) into `env` (the job's)."""
     return {"set": {key: value for key, value in env.items() if base.get(key) != value},
             "unset": [key for key in base if key not in env]}
 
@@ -41,19 +55,19 @@ class ForkServer:
         self._reader = None
         self._ready = False
         self._spares: deque[Spare] = deque()
-        self._env: dict[str, str] = {}  # the fork server's own environment, which jobs start from
+        self._env: dict[str, str] = {}  # the fork server's environment, as it reported it: jobs start from it
         self.pid: int | None = None
 
-    def start(self, modules: Iterable[Path], cgroup_root: Path | None) -> int:
-        """`cgroup_root`: where the zygote creates a cgroup for each child (None: no cgroups)."""
+    def start(self, modules: Iterable[Path], cgroup_root: Path | None, keep_env: Iterable[str] = ()) -> int:
+        """`cgroup_root`: where the zygote creates a cgroup for each child (None: no cgroups);
+        `keep_env`: variables of ours that every job may see."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         channel, their_channel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         argv = [sys.executable, "-m", "supervisor.runner.zygote", "3", "4", str(cgroup_root or "-"),
                 *map(str, modules)]
-        self._env = {**os.environ, ENV_MARKER: MARKER_PLACEHOLDER}
         try:
             self.pid = os.posix_spawn(
-                sys.executable, argv, self._env,
+                sys.executable, argv, forkserver_env(keep_env),
                 file_actions=[(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
                               (os.POSIX_SPAWN_DUP2, theirs.fileno(), 3),
                               (os.POSIX_SPAWN_DUP2, their_channel.fileno(), 4)],
@@ -73,41 +87,62 @@ class ForkServer:
         return self._sock is not None
 
     def ready(self) -> bool:
-        """Non-blocking: has the zygote announced it is warm?"""
+        """Non-blocking: has the zygote announced it is warm (with its environment)?"""
         if self._ready or self._sock is None:
             return self._ready
         readable, _, _ = select.select([self._sock], [], [], 0)
         if readable:
             try:
-                self._ready = json.loads(self._reader.readline() or b"null") == {"ready": True}
-            except (OSError, ValueError):
+                message = self._reply()
+                self._ready, self._env = message.get("ready") is True, message.get("environ") or {}
+            except ForkServerError:
                 self._ready = False
             if not self._ready:
                 self.close()
         return self._ready
 
     def fork_job(self, run_dir: Path, log: Path, env: dict[str, str], spec: dict[str, Any]) -> tuple[int, Path | None]:
-        """(pid, the cgroup the job runs in)."""
-        if self._sock is None or self._reader is None:
+        """(pid, the cgroup the job runs in). We always hand the job to a spare ourselves, so
+        a ForkServerError means it was handed to none: starting it another way is safe."""
+        if self._sock is None:
             raise ForkServerError("the fork server is not running")
         request = {"run_dir": str(run_dir), "log": str(log), "env": env_changes(self._env, env), "spec": spec}
         data = json.dumps(request).encode()
-        self._collect_spares()
-        while self._spares and fits_a_pipe(data):
+        if not fits_a_pipe(data):
+            raise ForkServerError(f"the job ({len(data)} bytes) is too big for a spare's pipe")
+        asked = 0
+        while True:
+            self._collect_spares()
+            if not self._spares:
+                if asked == 2:
+                    raise ForkServerError("the fork server's spares die before they get a job")
+                self._ask_for_spare()  # none left (a burst): the fork server forks one now
+                asked += 1
+                continue
             spare = self._spares.popleft()
             if spare.hand(data):  # the job runs now; the notice is for exit statuses
                 with contextlib.suppress(ForkServerError):
                     self._send({"used": spare.pid, "run_dir": str(run_dir)})
                 return spare.pid, spare.cgroup
-        self._send(request)  # no spare left: the fork server forks one for this job now
+
+    def _ask_for_spare(self) -> None:
+        """The spare comes on the channel, sent before the reply."""
+        self._send({"spare": "now"})
+        reply = self._reply()
+        if "spare" not in reply:
+            raise ForkServerError(f"the fork server could not fork: {reply.get('error', reply)}")
+
+    def _reply(self) -> dict[str, Any]:
+        assert self._reader is not None
         try:
             reply = json.loads(self._reader.readline() or b"null")
         except (OSError, ValueError) as exc:
             self.close()
             raise ForkServerError(f"the fork server stopped answering: {exc}") from exc
-        if not reply or "pid" not in reply:
-            raise ForkServerError(f"the fork server could not start the job: {reply}")
-        return int(reply["pid"]), Path(reply["cgroup"]) if reply.get("cgroup") else None
+        if not isinstance(reply, dict):
+            self.close()
+            raise ForkServerError("the fork server has exited")
+        return reply
 
     def _send(self, message: dict[str, Any]) -> None:
         assert self._sock is not None

@@ -42,8 +42,10 @@ class Reaper:
         server exits first, after a reload; then only we learn how it ended."""
         self._children[pid] = on_exit
 
-    def forget(self, pid: int) -> None:
-        self._children.pop(pid, None)
+    def forget(self, pid: int, on_exit: ExitCallback) -> None:
+        """Unless the pid has been reused by a newer child since (equal bound methods: same job)."""
+        if self._children.get(pid) == on_exit:
+            del self._children[pid]
 
     def reap(self) -> None:
         for pid, status in exited_children():

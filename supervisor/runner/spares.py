@@ -4,25 +4,23 @@ Forking the fork server takes ~1.5 ms here and the child's first page faults as 
 again. A spare pays both while nothing waits. The fork server passes the write end of each
 spare's pipe to the daemon (SCM_RIGHTS), so starting a job is a pipe write by the daemon
 itself, with no round trip to the fork server; it then tells the fork server, without
-waiting, which job the spare got (for the exit status of jobs that die without one). Each
-spare runs exactly one job (or none, when the daemon closes its end), so every job still
-is a process of its own. Its cgroup is named after the fork server (`z<pid>-<n>`), not
-the job, because the job is not known when the cgroup must exist (cgroup v2 cannot
-rename); the fork server reports the path with the pid, and a restarted daemon reads it
-from /proc/PID/cgroup of the job's leader.
+waiting, which job the spare got (for the exit status of jobs that die without one). When
+none is left, the daemon asks for one and still writes the job itself. Each spare runs
+exactly one job (or none, when the daemon closes its end), so every job still is a process
+of its own. Its cgroup is named after the fork server (`z<pid>-<n>`), not the job, because
+the job is not known when the cgroup must exist (cgroup v2 cannot rename); the fork server
+reports the path with the pid, and the daemon records it with the job.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from supervisor.runner.clone import CgroupFork
 
@@ -32,8 +30,9 @@ _POOL = 2
 _PIPE_CAPACITY = 65536
 _LENGTH = 4  # bytes of the big-endian length before each job: the spare needs no EOF to start
 _CGROUP_NAME = re.compile(r"z(\d+)-\d+")  # z<fork server pid>-<n>
-# In the child: (read end of the job pipe, cgroup to join when clone3 could not place it).
-AwaitJob = Callable[[int, Path | None], None]
+# In the child: (read end of the job pipe, cgroup to join when clone3 could not place it,
+# whether a job is waiting for this spare already).
+AwaitJob = Callable[[int, Path | None, bool], None]
 
 
 def fits_a_pipe(job: bytes) -> bool:
@@ -73,14 +72,14 @@ class Spare:
     pipe: int  # write end; the child reads its job from the other end
 
     def hand(self, job: bytes) -> bool:
-        """Give the spare its job (JSON); False when it is gone or the pipe is full (a
-        non-blocking pipe: then it reads a cut-off job and exits without running it)."""
+        """Give the spare its job (JSON); False when it is gone. The daemon's pipe ends are
+        non-blocking: a write cut short leaves the spare a cut-off job, which it never runs."""
         data = len(job).to_bytes(_LENGTH, "big") + job
         try:
             while data:
                 data = data[os.write(self.pipe, data):]
             return True
-        except OSError:  # EPIPE: the spare has died; EAGAIN: it does not read
+        except OSError:  # EPIPE: the spare has died (EAGAIN, a full pipe: only for a job too big)
             return False
         finally:
             self.close_pipe()
@@ -126,21 +125,21 @@ class Spares:
         """Fewer than `_POOL` spares wait: the daemon starts jobs in bursts (a dispatch round)."""
         return len(self._held) < _POOL
 
-    def add(self) -> bool:
-        """Fork one spare and give it to the daemon; False when either fails (then the daemon
-        asks for a job to be forked on the spot, or is gone)."""
+    def add(self, wanted_now: bool = False) -> int | None:
+        """Fork one spare and give it to the daemon: its pid, or None when either fails.
+        `wanted_now`: the daemon asked for it, with a job to give it at once."""
         try:
-            spare = self._fork()
+            spare = self._fork(wanted_now)
         except OSError:
-            return False
+            return None
         self._held[spare.pid] = spare.cgroup
         try:
             self._announce(spare)
-            return True
+            return spare.pid
         except OSError:
             self._held.pop(spare.pid, None)  # the SIGCHLD handler may have been first
             spare.discard()
-            return False
+            return None
         finally:
             with contextlib.suppress(OSError):
                 spare.close_pipe()  # the daemon holds the only copy now: EOF is its to give
@@ -157,21 +156,6 @@ class Spares:
         self._dead[pid] = self._held.pop(pid)
         return True
 
-    def start(self, request: dict[str, Any], children: dict[int, Path]) -> Spare:
-        """Fork a child for this job now (the daemon had no spare left) and hand it the job.
-
-        `children` (pid → run dir) learns the pid before the hand-off: a job that ends at
-        once is already known to the SIGCHLD handler that records exit statuses."""
-        run_dir, data = Path(request["run_dir"]), json.dumps(request).encode()
-        for _ in range(2):  # a child that died before its hand-off is replaced once
-            spare = self._fork()
-            children[spare.pid] = run_dir
-            if spare.hand(data):
-                return spare
-            children.pop(spare.pid, None)  # the SIGCHLD handler may have been first
-            spare.discard()
-        raise OSError("job processes forked by the fork server die before they start")
-
     def close(self, wait: float = 2.0) -> None:
         """The daemon closed its ends of the spares' pipes: they exit; remove their cgroups."""
         deadline = time.monotonic() + wait
@@ -182,7 +166,7 @@ class Spares:
                 with contextlib.suppress(OSError):  # one that ran a job may still hold strays
                     cgroup.rmdir()
 
-    def _fork(self) -> Spare:
+    def _fork(self, wanted_now: bool) -> Spare:
         cgroup = self._new_cgroup()
         read_end, write_end = os.pipe()
         try:
@@ -195,7 +179,7 @@ class Spares:
             raise
         if pid == 0:
             os.close(write_end)  # a spare with no job exits at EOF: only the daemon may hold this
-            self._await_job(read_end, None if placed else cgroup)
+            self._await_job(read_end, None if placed else cgroup, wanted_now)
         os.close(read_end)
         return Spare(pid, cgroup, write_end)
 

@@ -3,10 +3,12 @@
 A forked job starts in a few milliseconds and shares the pre-imported pages copy-on-write,
 instead of paying an interpreter start and all imports per job. The fork itself happens
 ahead of time: a spare child waits for the next job (runner/spares.py). Started by the daemon
-as `python -m supervisor.runner.zygote FD CHANNEL_FD CGROUP_ROOT|- MODULE...`. FD is a stream
-socket: the daemon sends JSON lines, either `{"used": PID, "run_dir": …}` (no answer) or a job
-to fork now, answered with `{"pid": N, "cgroup": PATH|null}` or `{"error": …}`. CHANNEL_FD is
-a datagram socket on which the zygote gives the daemon its spares (runner/spares.py).
+as `python -m supervisor.runner.zygote FD CHANNEL_FD CGROUP_ROOT|- MODULE...`. CHANNEL_FD is
+a datagram socket on which the zygote gives the daemon its spares (runner/spares.py). FD is
+a stream socket: the zygote first says `{"ready": true, "environ": {…}}`; then the daemon
+sends JSON lines, either `{"used": PID, "run_dir": …}` (no answer) or `{"spare": "now"}` when
+it has none left, answered with `{"spare": PID}` once that spare is on the channel, or
+`{"error": …}`. Only the daemon ever writes a job into a spare.
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def _stamp_marker(job_id: str) -> None:
         ctypes.memmove(_MARKER_AT, value, len(value))
 
 
-def _await_job(pipe: int, sockets: tuple[socket.socket, ...], join: Path | None) -> None:
+def _await_job(pipe: int, sockets: tuple[socket.socket, ...], join: Path | None, wanted_now: bool) -> None:
     """In a spare child, ahead of its job: the job-independent set-up, then wait for the job."""
     try:
         for sock in sockets:
@@ -110,7 +112,7 @@ def _await_job(pipe: int, sockets: tuple[socket.socket, ...], join: Path | None)
                 Path(join, "cgroup.procs").write_text(str(os.getpid()))
             except OSError as exc:  # like the worker: run the job anyway, found by session and marker
                 print(f"runspace: could not join cgroup {join}: {exc}", file=sys.stderr)
-        if not select.select([pipe], [], [], 0)[0]:  # forked for a job already waiting: no time to rehearse
+        if not wanted_now:  # a job that waits for this spare already has no time for it
             _rehearse()
         request = read_job(pipe)
         os.close(pipe)  # the job must not inherit it
@@ -169,7 +171,7 @@ def serve(server: socket.socket, channel: socket.socket, cgroup_root: Path | Non
     datagrams to the daemon, each announcing a spare with its pipe's write end attached."""
     global _spares
     signal.signal(signal.SIGCHLD, _reap)
-    _spares = spares = Spares(cgroup_root, lambda pipe, join: _await_job(pipe, (server, channel), join),
+    _spares = spares = Spares(cgroup_root, lambda pipe, join, now: _await_job(pipe, (server, channel), join, now),
                               lambda spare: _announce(channel, spare))
     spares.remove_leftovers()
     # EOF, a reset or a broken pipe means the daemon is gone (maybe before we were ready);
@@ -178,13 +180,15 @@ def serve(server: socket.socket, channel: socket.socket, cgroup_root: Path | Non
     with contextlib.suppress(ConnectionError), contextlib.closing(spares):
         while spares.short() and spares.add():
             pass
-        server.sendall(b'{"ready": true}\n')
+        server.sendall(json.dumps({"ready": True, "environ": dict(os.environ)}).encode() + b"\n")
         for line in lines:
             message = json.loads(line)
             if "used" in message:
                 _used(message["used"], Path(message["run_dir"]))
             else:
-                _start(message, spares, server)
+                pid = spares.add(wanted_now=True)
+                reply = {"spare": pid} if pid else {"error": "could not fork a spare"}
+                server.sendall(json.dumps(reply).encode() + b"\n")
             _refill_when_quiet(spares, lines)
 
 
@@ -224,16 +228,6 @@ def _refill_when_quiet(spares: Spares, lines: Lines) -> None:
     while spares.short():
         if lines.waiting() or not spares.add():
             return  # the next request first (from the other spare, or forked on the spot)
-
-
-def _start(request: dict[str, Any], spares: Spares, server: socket.socket) -> None:
-    try:
-        spare = spares.start(request, _children)
-    except OSError as exc:
-        server.sendall(json.dumps({"error": str(exc)}).encode() + b"\n")
-        return
-    cgroup = str(spare.cgroup) if spare.cgroup else None
-    server.sendall(json.dumps({"pid": spare.pid, "cgroup": cgroup}).encode() + b"\n")
 
 
 def main() -> None:

@@ -44,7 +44,6 @@ CREATE TABLE IF NOT EXISTS batches (
 """
 
 
-
 def _add_cgroup_column(db: sqlite3.Connection) -> None:
     # A database created by this version has it already (version 1 makes every field).
     columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}

@@ -309,7 +309,6 @@ class Scheduler:
         self.s.reaper.watch_child(launched.pid, run.on_exit)
         if launched.forked:
             self._watch_by_pidfd(launched.pid, run)
-        self.s.user_log.event(rec, f"started (pid {launched.pid}, attempt {rec.attempt})")
         self._notify(rec.id)
         assert self._tg is not None
         self._tg.start_soon(self._supervise, run)

@@ -67,13 +67,13 @@ class FileReporter:
     def log(self, text: str) -> None:
         sys.stdout.flush()
         os.write(1, job_line(text).encode("utf-8", "replace"))
-        self._user(text)
+        self.event(text)
 
     def progress(self, done: float, total: float | None, message: str | None) -> None:
         now = time.monotonic()
         final = total is not None and done >= total
         if message:
-            self._user(f"progress {done:g}/{total:g}: {message}" if total else f"progress {done:g}: {message}")
+            self.event(f"progress {done:g}/{total:g}: {message}" if total else f"progress {done:g}: {message}")
         if not final and not message and now - self._last_sent < _PROGRESS_INTERVAL:
             return
         self._last_sent = now
@@ -88,7 +88,8 @@ class FileReporter:
             except OSError:
                 pass  # the daemon is down or busy: it reads progress.json when it looks
 
-    def _user(self, text: str) -> None:
+    def event(self, text: str) -> None:
+        """A line in the user's log only."""
         line = user_line(self._spec["id"], self._spec["job"], text)
         try:
             if self._user_log_fd is not None:
@@ -172,6 +173,8 @@ def main(spec: dict[str, Any] | None = None) -> None:
     who = RunAs.from_spec(spec)
     # Opened while still root: the job user may append to the user log but not open it.
     reporter = FileReporter(spec, files, hold_user_log=who is not None)
+    # Written by the job itself, so it comes before anything the job writes to the same log.
+    reporter.event(f"started (pid {os.getpid()}, attempt {spec.get('attempt', 1)})")
     # Imported while still root, like the daemon (and the fork server) already did with this
     # trusted module: job code proper runs only after the drop.
     loaded = import_job(spec)

@@ -65,7 +65,9 @@ def test_lifecycle_events_progress_errors_and_kills(daemon: DaemonProcess) -> No
     by_job: dict[str, list[str]] = {}
     for m in parsed(user_log(daemon, "root")):
         by_job.setdefault(m["id"], []).append(m["text"])
-    assert "about to fail" in by_job[failed]
+    # "started" is written by the job process itself, so it precedes the job's first line
+    assert by_job[failed][:3] == ["queued", by_job[failed][1], "about to fail"], by_job[failed]
+    assert re.fullmatch(r"started \(pid \d+, attempt 1\)", by_job[failed][1]), by_job[failed]
     assert by_job[failed][-1] == "failed: ValueError: nope"
     assert by_job[slow][-1].startswith("timed_out: Timeout: too_slow exceeded its timeout of 1 s (ended by SIG")
     assert "progress 1/2: step 1" in by_job[stepped] and by_job[stepped][-1] == "succeeded"

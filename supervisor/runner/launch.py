@@ -47,6 +47,7 @@ def job_spec(rec: JobRecord, jt: JobType, files: RunFiles, paths: LaunchPaths, c
         "kind": jt.kind,
         "module": str(jt.module_path),
         "params": rec.params,
+        "attempt": rec.attempt,
         "requestor": rec.requestor,
         "log_user": rec.log_user,
         "tmpdir": str(files.tmp),

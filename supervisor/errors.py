@@ -49,6 +49,10 @@ class Conflict(RunspaceError):
     status, title, slug = 409, "Conflict", "conflict"
 
 
+class BodyTooLarge(RunspaceError):
+    status, title, slug = 413, "Request body too large", "body-too-large"
+
+
 class QueueFull(RunspaceError):
     status, title, slug = 429, "Queue full", "queue-full"
 

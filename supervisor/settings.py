@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     default_timeout: float = Field(3600.0, gt=0, description="Hard timeout (s) for types that declare none.")
     kill_grace: float = Field(5.0, ge=0, description="Seconds between SIGTERM and SIGKILL.")
     max_wait: float = Field(300.0, ge=0, description="Cap (s) on how long a request may wait for a result.")
+    max_request_bytes: int = Field(64 * 2**20, ge=1024, description="Largest request body accepted (413 above).")
     allowed_users: CommaList = Field(default_factory=list, description="User names allowed to submit (comma-separated).")
     allowed_groups: CommaList = Field(default_factory=list, description="Groups whose members may submit.")
     admins: CommaList = Field(default_factory=list, description="User names that see and cancel every job.")

@@ -78,6 +78,23 @@ def test_malformed_json_is_400(daemon: DaemonProcess) -> None:
     assert "JSON" in resp.json()["detail"]
 
 
+def test_body_over_max_request_bytes_is_413_problem_and_nothing_queued(make_daemon) -> None:
+    d = make_daemon(RUNSPACE_MAX_REQUEST_BYTES="4096")
+    body = json.dumps({"job": "echo", "params": {"value": "x" * 5000}}).encode()
+
+    def chunks():  # no Content-Length: the limit must hold while the body arrives
+        yield body[:3000]
+        yield body[3000:]
+
+    for content in (body, chunks()):
+        resp = raw(d, "POST", "/v1/jobs", content=content, headers={"content-type": "application/json"})
+        assert resp.status_code == 413, resp.text
+        assert resp.headers["content-type"].startswith("application/problem+json")
+        assert "max_request_bytes (4096 bytes)" in resp.json()["detail"]
+    assert d.client.list(limit=10)["items"] == []
+    assert d.submit("echo", {"value": "small"}, wait=20)["result"]["value"] == "small"
+
+
 def test_unknown_job_is_404(daemon: DaemonProcess) -> None:
     resp = raw(daemon, "POST", "/v1/jobs", json={"job": "no_such_job"})
     assert resp.status_code == 404

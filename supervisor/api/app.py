@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from supervisor.api import batches, jobs, meta, problems, users
+from supervisor.api.body_limit import BodyLimit
 from supervisor.batches import attach as attach_batches
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ def create_app(daemon: Daemon) -> FastAPI:
         redoc_url=None,
     )
     app.state.daemon = daemon
+    app.add_middleware(BodyLimit, max_bytes=daemon.settings.max_request_bytes)
     problems.install(app)
     app.include_router(jobs.router)
     app.include_router(meta.router)

@@ -89,5 +89,17 @@ def test_the_fork_server_holds_none_of_the_daemons_environment(make_daemon) -> N
     assert status["result"]["env"]["RUNSPACE_TEST_SECRET"] == "hunter2", "root's own job keeps the daemon's environment"
 
 
+def test_a_module_the_fork_server_cannot_import_is_named_and_its_jobs_still_run(make_daemon) -> None:
+    # The flag reaches the fork server (passed through), the daemon's other variables do not.
+    d = make_daemon(RUNSPACE_TEST_IMPORT_NEEDS_DAEMON_ENV="1",
+                    RUNSPACE_JOB_ENV_PASSTHROUGH=f"{TEST_MARKER},RUNSPACE_TEST_IMPORT_NEEDS_DAEMON_ENV")
+    _warm(d)
+    assert re.search(r"the fork server could not import \S+import_env_jobs\.py \(RuntimeError: imported without",
+                     d.log()), d.log()[-3000:]
+    status = d.submit("parent_of_job", {}, wait=30)
+    assert status["state"] == "succeeded", status
+    assert status["result"]["ppid"] == _forkserver(d).pid, "still forked: the job imported the module itself"
+
+
 def _forkserver(d: DaemonProcess) -> psutil.Process:
     return next(p for p in psutil.Process(d.proc.pid).children() if "supervisor.runner.zygote" in p.cmdline())

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from loguru import logger
+
 from supervisor.runner.files import ENV_MARKER, MARKER_PLACEHOLDER
 from supervisor.runner.spares import Spare, fits_a_pipe
 
@@ -28,7 +30,7 @@ class ForkServerError(OSError):
 # What the fork server's interpreter needs from the daemon's environment. Never the whole
 # of it: a forked job can read its parent's environment from its own memory, and a job that
 # runs as another user must not find the daemon's secrets (a store URL, say) there.
-_INTERPRETER_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ")
+_INTERPRETER_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "LD_LIBRARY_PATH")
 _INTERPRETER_PREFIXES = ("PYTHON", "LC_")
 
 
@@ -44,6 +46,13 @@ def env_changes(base: dict[str, str], env: dict[str, str]) -> dict[str, Any]:
     """What turns `base` (the fork server's environment) into `env` (the job's)."""
     return {"set": {key: value for key, value in env.items() if base.get(key) != value},
             "unset": [key for key in base if key not in env]}
+
+
+def _warn_not_preloaded(failures: dict[str, str]) -> None:
+    for module, error in failures.items():
+        logger.warning("the fork server could not import {} ({}), so each of its jobs imports it again; a "
+                       "module that reads the environment at import time needs those names in "
+                       "RUNSPACE_JOB_ENV_PASSTHROUGH", module, error)
 
 
 class ForkServer:
@@ -95,6 +104,7 @@ class ForkServer:
             try:
                 message = self._reply()
                 self._ready, self._env = message.get("ready") is True, message.get("environ") or {}
+                _warn_not_preloaded(message.get("not_preloaded") or {})
             except ForkServerError:
                 self._ready = False
             if not self._ready:

@@ -5,7 +5,8 @@ instead of paying an interpreter start and all imports per job. The fork itself 
 ahead of time: a spare child waits for the next job (runner/spares.py). Started by the daemon
 as `python -m supervisor.runner.zygote FD CHANNEL_FD CGROUP_ROOT|- MODULE...`. CHANNEL_FD is
 a datagram socket on which the zygote gives the daemon its spares (runner/spares.py). FD is
-a stream socket: the zygote first says `{"ready": true, "environ": {…}}`; then the daemon
+a stream socket: the zygote first says `{"ready": true, "environ": {…}, "not_preloaded":
+{module: error}}`; then the daemon
 sends JSON lines, either `{"used": PID, "run_dir": …}` (no answer) or `{"spare": "now"}` when
 it has none left, answered with `{"spare": PID}` once that spare is on the channel, or
 `{"error": …}`. Only the daemon ever writes a job into a spare.
@@ -166,7 +167,8 @@ def _set_environ(changes: dict[str, Any]) -> None:
     os.environ.update(changes["set"])
 
 
-def serve(server: socket.socket, channel: socket.socket, cgroup_root: Path | None) -> None:
+def serve(server: socket.socket, channel: socket.socket, cgroup_root: Path | None,
+          not_preloaded: dict[str, str]) -> None:
     """`server`: JSON lines from the daemon (`used` notices, jobs to fork now); `channel`:
     datagrams to the daemon, each announcing a spare with its pipe's write end attached."""
     global _spares
@@ -180,7 +182,8 @@ def serve(server: socket.socket, channel: socket.socket, cgroup_root: Path | Non
     with contextlib.suppress(ConnectionError), contextlib.closing(spares):
         while spares.short() and spares.add():
             pass
-        server.sendall(json.dumps({"ready": True, "environ": dict(os.environ)}).encode() + b"\n")
+        ready = {"ready": True, "environ": dict(os.environ), "not_preloaded": not_preloaded}
+        server.sendall(json.dumps(ready).encode() + b"\n")
         for line in lines:
             message = json.loads(line)
             if "used" in message:
@@ -236,17 +239,18 @@ def main() -> None:
     for sock in (server, channel):
         os.set_inheritable(sock.fileno(), False)
     cgroup_root = Path(sys.argv[3]) if sys.argv[3] != "-" else None
+    not_preloaded = {}
     for module in sys.argv[4:]:  # the modules the daemon loaded and trusted, imported once
         try:
             preload_job_types(Path(module))
-        except Exception:
-            pass  # the job's own import in the worker reports the error
+        except Exception as exc:  # its jobs import it themselves (and report what fails)
+            not_preloaded[module] = f"{type(exc).__name__}: {exc}"
     import supervisor.command  # noqa: F401  (used by every command job)
 
     # Everything imported so far lives for good: keep the collector from touching (and so
     # copying) those pages in every forked job.
     gc.freeze()
-    serve(server, channel, cgroup_root)
+    serve(server, channel, cgroup_root, not_preloaded)
 
 
 if __name__ == "__main__":

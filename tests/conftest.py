@@ -67,6 +67,11 @@ class DaemonProcess:
             TEST_MARKER: marker,
             **env,
         }
+        # Always passed through: the leak check finds a forked job by the marker in the
+        # environment it started with, which a root daemon's fork server keeps only if listed.
+        passthrough = self.env["RUNSPACE_JOB_ENV_PASSTHROUGH"].split(",")
+        if TEST_MARKER not in passthrough:
+            self.env["RUNSPACE_JOB_ENV_PASSTHROUGH"] = ",".join([*filter(None, passthrough), TEST_MARKER])
         self.proc: subprocess.Popen[bytes] | None = None
         self.client = Client(self.socket)
 

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import uuid
 
 import psutil
@@ -69,7 +70,7 @@ def test_job_too_big_for_a_spare_pipe_starts_the_other_way(daemon: DaemonProcess
     """Params beyond a pipe's capacity are never written into a spare (the daemon must not
     wait on one): such a job starts as a fresh interpreter; the spares serve the jobs after."""
     _warm(daemon)
-    big = "x" * 300_000
+    big = "x" * 1_200_000  # more than the 1 MiB pipe a spare asks for
     statuses = [daemon.submit("echo", {"value": big}, wait=30) for _ in range(2)]
     assert all(s["state"] == "succeeded" and s["result"]["value"] == big for s in statuses)
     assert all(s["result"]["ppid"] == daemon.proc.pid for s in statuses), "spawned by the daemon itself"
@@ -92,13 +93,31 @@ def test_the_fork_server_holds_none_of_the_daemons_environment(make_daemon) -> N
 def test_a_module_the_fork_server_cannot_import_is_named_and_its_jobs_still_run(make_daemon) -> None:
     # The flag reaches the fork server (passed through), the daemon's other variables do not.
     d = make_daemon(RUNSPACE_TEST_IMPORT_NEEDS_DAEMON_ENV="1",
-                    RUNSPACE_JOB_ENV_PASSTHROUGH=f"{TEST_MARKER},RUNSPACE_TEST_IMPORT_NEEDS_DAEMON_ENV")
+                    RUNSPACE_JOB_ENV_PASSTHROUGH="RUNSPACE_TEST_IMPORT_NEEDS_DAEMON_ENV")
     _warm(d)
     assert re.search(r"the fork server could not import \S+import_env_jobs\.py \(RuntimeError: imported without",
                      d.log()), d.log()[-3000:]
     status = d.submit("parent_of_job", {}, wait=30)
     assert status["state"] == "succeeded", status
     assert status["result"]["ppid"] == _forkserver(d).pid, "still forked: the job imported the module itself"
+
+
+def test_a_burst_after_the_spares_died_gets_spares_forked_on_request(make_daemon) -> None:
+    d = make_daemon(RUNSPACE_MAX_CONCURRENCY="8")
+    _warm(d)
+    forkserver = _forkserver(d)
+    wait_until(lambda: len(forkserver.children()) == 2, what="the two spares")
+    for spare in forkserver.children():  # ours: the fork server's children, no job yet
+        spare.kill()
+    results: list[dict] = []
+    threads = [threading.Thread(target=lambda: results.append(d.submit("echo", {"value": 1}, wait=30)))
+               for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 12 and all(r["state"] == "succeeded" for r in results), results
+    assert all(r["result"]["ppid"] == forkserver.pid for r in results), "every one forked, none spawned"
 
 
 def _forkserver(d: DaemonProcess) -> psutil.Process:

@@ -23,17 +23,24 @@ class BodyLimit:
             exc = self._too_large()
             await problem(exc.status, exc.title, exc.detail, exc.slug)(scope, receive, send)
             return
-        received = 0
+        received, responding = 0, False
 
         async def counted() -> Message:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_bytes:
+                if responding:  # a streaming response (a log follow) listens for a disconnect
+                    return {"type": "http.disconnect"}
                 raise self._too_large()  # rendered by the app's RunspaceError handler
             return message
 
-        await self.app(scope, counted, send)
+        async def watched(message: Message) -> None:
+            nonlocal responding
+            responding = responding or message["type"] == "http.response.start"
+            await send(message)
+
+        await self.app(scope, counted, watched)
 
     def _too_large(self) -> BodyTooLarge:
         return BodyTooLarge(f"the request body is larger than max_request_bytes ({self.max_bytes} bytes); "

@@ -17,7 +17,7 @@ from typing import Any
 from loguru import logger
 
 from supervisor.runner.files import ENV_MARKER, MARKER_PLACEHOLDER
-from supervisor.runner.spares import Spare, fits_a_pipe
+from supervisor.runner.spares import Spare
 
 _REPLY_TIMEOUT = 10.0
 _EXIT_WAIT = 2.0
@@ -27,17 +27,28 @@ class ForkServerError(OSError):
     pass
 
 
+class TooBig(ForkServerError):
+    """Not a failure: the job starts another way."""
+
+
 # What the fork server's interpreter needs from the daemon's environment. Never the whole
 # of it: a forked job can read its parent's environment from its own memory, and a job that
 # runs as another user must not find the daemon's secrets (a store URL, say) there.
-_INTERPRETER_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "LD_LIBRARY_PATH")
-_INTERPRETER_PREFIXES = ("PYTHON", "LC_")
+# Only a root daemon runs jobs as other users; a non-root daemon's jobs get its environment
+# anyway, so its fork server keeps all of it (variables read at start-up or import included).
+_INTERPRETER_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "LD_LIBRARY_PATH", "PYTHONPATH", "PYTHONHOME",
+                    "PYTHONHASHSEED", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PYTHONIOENCODING",
+                    "PYTHONUTF8", "PYTHONMALLOC", "PYTHONWARNINGS", "PYTHONSAFEPATH")
 
 
 def forkserver_env(keep: Iterable[str]) -> dict[str, str]:
-    """The interpreter's variables, those every job may see (`keep`), and the marker's placeholder."""
-    wanted = set(_INTERPRETER_ENV) | set(keep)
-    env = {key: value for key, value in os.environ.items() if key in wanted or key.startswith(_INTERPRETER_PREFIXES)}
+    """Root: the interpreter's variables, those every job may see (`keep`); else all of ours.
+    Plus the marker's placeholder."""
+    if os.geteuid() == 0:
+        wanted = set(_INTERPRETER_ENV) | set(keep)
+        env = {key: value for key, value in os.environ.items() if key in wanted or key.startswith("LC_")}
+    else:
+        env = dict(os.environ)
     env[ENV_MARKER] = MARKER_PLACEHOLDER
     return env
 
@@ -118,8 +129,6 @@ class ForkServer:
             raise ForkServerError("the fork server is not running")
         request = {"run_dir": str(run_dir), "log": str(log), "env": env_changes(self._env, env), "spec": spec}
         data = json.dumps(request).encode()
-        if not fits_a_pipe(data):
-            raise ForkServerError(f"the job ({len(data)} bytes) is too big for a spare's pipe")
         asked = 0
         while True:
             self._collect_spares()
@@ -129,7 +138,10 @@ class ForkServer:
                 self._ask_for_spare()  # none left (a burst): the fork server forks one now
                 asked += 1
                 continue
-            spare = self._spares.popleft()
+            spare = self._spares[0]
+            if not spare.fits(data):  # stays for the next job
+                raise TooBig(f"the job ({len(data)} bytes) is larger than a spare's pipe")
+            self._spares.popleft()
             if spare.hand(data):  # the job runs now; the notice is for exit statuses
                 with contextlib.suppress(ForkServerError):
                     self._send({"used": spare.pid, "run_dir": str(run_dir)})
@@ -169,11 +181,15 @@ class ForkServer:
                 data, fds, _, _ = socket.recv_fds(self._channel, 4096, 1, socket.MSG_CMSG_CLOEXEC)
             except OSError:  # EAGAIN: no more
                 return
-            if not fds:
+            try:
+                info = json.loads(data)
+                spare = Spare(int(info["spare"]), Path(info["cgroup"]) if info["cgroup"] else None, fds[0])
+            except (ValueError, KeyError, TypeError, IndexError):
+                for fd in fds:
+                    os.close(fd)
                 continue
-            info = json.loads(data)
-            os.set_blocking(fds[0], False)  # the event loop must never wait on a spare
-            self._spares.append(Spare(int(info["spare"]), Path(info["cgroup"]) if info["cgroup"] else None, fds[0]))
+            os.set_blocking(spare.pipe, False)  # the event loop must never wait on a spare
+            self._spares.append(spare)
 
     def close(self) -> None:
         """Closing our ends makes the zygote and its spares exit; jobs it forked keep running."""

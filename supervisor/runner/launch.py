@@ -16,7 +16,7 @@ from supervisor.models import JobRecord
 from supervisor.registry import JobType
 from supervisor.runner.cgroups import JobCgroups
 from supervisor.runner.files import ENV_MARKER, RunFiles
-from supervisor.runner.forkserver import ForkServer, ForkServerError
+from supervisor.runner.forkserver import ForkServer, ForkServerError, TooBig
 from supervisor.runner.identity import RunAs
 
 # Daemon-only variables that must not leak into jobs (a job must not notify systemd).
@@ -79,6 +79,8 @@ def launch(rec: JobRecord, jt: JobType, paths: LaunchPaths, forkserver: ForkServ
         try:
             pid, cgroup = forkserver.fork_job(files.dir, log, env, job_spec(rec, jt, files, paths, None))
             return Launched(pid, process_start_time(pid) or 0.0, forked=True, cgroup=cgroup)
+        except TooBig as exc:
+            logger.debug("{}: starting job {} with posix_spawn", exc, rec.id)
         except ForkServerError as exc:
             logger.warning("fork server failed ({}); starting job {} with posix_spawn", exc, rec.id)
     cgroup = paths.cgroups.create(rec.id) if paths.cgroups else None

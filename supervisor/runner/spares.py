@@ -15,8 +15,10 @@ reports the path with the pid, and the daemon records it with the job.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,18 +27,15 @@ from pathlib import Path
 from supervisor.runner.clone import CgroupFork
 
 _POOL = 2
-# What a pipe holds by default: a larger job is forked on the spot and sent over the socket,
-# so the daemon's write to a spare never has to wait for the spare to read.
-_PIPE_CAPACITY = 65536
+# A spare's pipe holds a whole job, so the daemon's write never waits for the spare to read;
+# a job larger than the pipe starts another way. Asked for when the pipe is made; the daemon
+# checks what it got (a user over pipe-user-pages-soft gets one page).
+_PIPE_SIZE = 1 << 20
 _LENGTH = 4  # bytes of the big-endian length before each job: the spare needs no EOF to start
 _CGROUP_NAME = re.compile(r"z(\d+)-\d+")  # z<fork server pid>-<n>
 # In the child: (read end of the job pipe, cgroup to join when clone3 could not place it,
 # whether a job is waiting for this spare already).
 AwaitJob = Callable[[int, Path | None, bool], None]
-
-
-def fits_a_pipe(job: bytes) -> bool:
-    return len(job) + _LENGTH <= _PIPE_CAPACITY
 
 
 def read_job(fd: int) -> bytes | None:
@@ -70,6 +69,12 @@ class Spare:
     pid: int
     cgroup: Path | None
     pipe: int  # write end; the child reads its job from the other end
+
+    def fits(self, job: bytes) -> bool:
+        try:
+            return len(job) + _LENGTH <= fcntl.fcntl(self.pipe, fcntl.F_GETPIPE_SZ)
+        except OSError:
+            return False
 
     def hand(self, job: bytes) -> bool:
         """Give the spare its job (JSON); False when it is gone. The daemon's pipe ends are
@@ -128,11 +133,15 @@ class Spares:
     def add(self, wanted_now: bool = False) -> int | None:
         """Fork one spare and give it to the daemon: its pid, or None when either fails.
         `wanted_now`: the daemon asked for it, with a job to give it at once."""
+        # SIGCHLD waits until the spare is in _held: one that died at once must be known as ended.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
         try:
             spare = self._fork(wanted_now)
+            self._held[spare.pid] = spare.cgroup
         except OSError:
             return None
-        self._held[spare.pid] = spare.cgroup
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
         try:
             self._announce(spare)
             return spare.pid
@@ -169,6 +178,8 @@ class Spares:
     def _fork(self, wanted_now: bool) -> Spare:
         cgroup = self._new_cgroup()
         read_end, write_end = os.pipe()
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
         try:
             pid, placed = self._clone.fork(cgroup)
         except OSError:
@@ -178,6 +189,7 @@ class Spares:
                 cgroup.rmdir()
             raise
         if pid == 0:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})  # blocked by add(); jobs inherit masks
             os.close(write_end)  # a spare with no job exits at EOF: only the daemon may hold this
             self._await_job(read_end, None if placed else cgroup, wanted_now)
         os.close(read_end)

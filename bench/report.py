@@ -114,11 +114,13 @@ def machine() -> dict:
     }
 
 
-def write_results(rows: list[Row], quick: bool, out_dir: Path, seconds: float) -> dict:
+def write_results(rows: list[Row], quick: bool, out_dir: Path, seconds: float, name: str = "latest") -> dict:
+    """`name`.json and `name`.md; a run of some workloads only writes its own files, so it
+    never replaces the last whole table."""
     meta = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": machine(), "quick": quick,
             "seconds": round(seconds, 1)}
     out_dir.mkdir(parents=True, exist_ok=True)
     data = {**meta, "rows": [{**asdict(r), "advantage": {p: r.advantage(p) for p in r.peers}} for r in rows]}
-    (out_dir / "latest.json").write_text(json.dumps(data, indent=2) + "\n")
-    (out_dir / "latest.md").write_text(markdown_table(rows, meta))
+    (out_dir / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    (out_dir / f"{name}.md").write_text(markdown_table(rows, meta))
     return meta

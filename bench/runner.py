@@ -86,8 +86,9 @@ def main() -> None:
         else:
             shutil.rmtree(base, ignore_errors=True)
     elapsed = time.perf_counter() - started
-    meta = write_results(rows, args.quick, args.out, elapsed)
+    name = "latest-" + "-".join(args.only) if args.only else "latest"
+    meta = write_results(rows, args.quick, args.out, elapsed, name)
     print(f"\nrunspace benchmarks — {meta['date']} — {meta['machine']['summary']} — "
           f"{'quick' if args.quick else 'full'} run, {elapsed:.0f} s\n")
     print(text_table(rows))
-    print(f"\nJSON: {args.out / 'latest.json'}   Markdown: {args.out / 'latest.md'}")
+    print(f"\nJSON: {args.out / (name + '.json')}   Markdown: {args.out / (name + '.md')}")

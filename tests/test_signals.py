@@ -7,6 +7,9 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
+
+from supervisor.client import Client
 from tests.conftest import TEST_JOBS, wait_until
 from tests.supervision import alive, ledger_ids, read_pids
 
@@ -34,16 +37,19 @@ def test_sigterm_exits_0_quickly_and_jobs_survive_to_be_readopted(make_daemon, t
 def test_sigterm_with_a_waiting_client_still_exits_promptly(daemon) -> None:
     job = daemon.submit("sleep", {"seconds": 5})
 
+    assert daemon.proc is not None
+    connections = len(psutil.Process(daemon.proc.pid).net_connections("unix"))
+
     def long_poll() -> None:
         try:
-            daemon.client.wait(job["id"], timeout=60)
+            Client(daemon.socket).wait(job["id"], timeout=60)  # a connection of its own
         except Exception:
             pass
 
     poller = threading.Thread(target=long_poll, daemon=True)
     poller.start()
-    time.sleep(0.3)  # give the long-poll time to reach the daemon; only makes the test stricter
-    assert daemon.proc is not None
+    wait_until(lambda: len(psutil.Process(daemon.proc.pid).net_connections("unix")) > connections,
+               what="the long-poll's connection to reach the daemon")
     t0 = time.monotonic()
     daemon.proc.send_signal(signal.SIGTERM)
     assert daemon.proc.wait(timeout=10) == 0

@@ -17,7 +17,7 @@ from typing import Any
 from loguru import logger
 
 from supervisor.runner.files import ENV_MARKER, MARKER_PLACEHOLDER
-from supervisor.runner.spares import Spare
+from supervisor.runner.spares import Spare, pipe_capacity
 
 _REPLY_TIMEOUT = 10.0
 _EXIT_WAIT = 2.0
@@ -31,11 +31,10 @@ class TooBig(ForkServerError):
     """Not a failure: the job starts another way."""
 
 
-# What the fork server's interpreter needs from the daemon's environment. Never the whole
-# of it: a forked job can read its parent's environment from its own memory, and a job that
-# runs as another user must not find the daemon's secrets (a store URL, say) there.
-# Only a root daemon runs jobs as other users; a non-root daemon's jobs get its environment
-# anyway, so its fork server keeps all of it (variables read at start-up or import included).
+# What a root daemon's fork server keeps of its environment: a forked job can read its
+# parent's environment from its own memory, and a job that runs as another user must not
+# find the daemon's secrets (a store URL, say) there. A non-root daemon runs no job as
+# anyone else and its jobs get its environment anyway, so its fork server keeps all of it.
 _INTERPRETER_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "LD_LIBRARY_PATH", "PYTHONPATH", "PYTHONHOME",
                     "PYTHONHASHSEED", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PYTHONIOENCODING",
                     "PYTHONUTF8", "PYTHONMALLOC", "PYTHONWARNINGS", "PYTHONSAFEPATH")
@@ -183,7 +182,8 @@ class ForkServer:
                 return
             try:
                 info = json.loads(data)
-                spare = Spare(int(info["spare"]), Path(info["cgroup"]) if info["cgroup"] else None, fds[0])
+                spare = Spare(int(info["spare"]), Path(info["cgroup"]) if info["cgroup"] else None, fds[0],
+                              pipe_capacity(fds[0]))
             except (ValueError, KeyError, TypeError, IndexError):
                 for fd in fds:
                     os.close(fd)

@@ -38,6 +38,13 @@ _CGROUP_NAME = re.compile(r"z(\d+)-\d+")  # z<fork server pid>-<n>
 AwaitJob = Callable[[int, Path | None, bool], None]
 
 
+def pipe_capacity(fd: int) -> int:
+    try:
+        return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+    except OSError:
+        return 0
+
+
 def read_job(fd: int) -> bytes | None:
     """In a spare: its job, or None when the pipe closed before a whole job came."""
     head = _read_exactly(fd, _LENGTH)
@@ -69,12 +76,10 @@ class Spare:
     pid: int
     cgroup: Path | None
     pipe: int  # write end; the child reads its job from the other end
+    capacity: int = 0  # bytes the pipe holds: read once by the daemon (pipe_capacity)
 
     def fits(self, job: bytes) -> bool:
-        try:
-            return len(job) + _LENGTH <= fcntl.fcntl(self.pipe, fcntl.F_GETPIPE_SZ)
-        except OSError:
-            return False
+        return len(job) + _LENGTH <= self.capacity
 
     def hand(self, job: bytes) -> bool:
         """Give the spare its job (JSON); False when it is gone. The daemon's pipe ends are

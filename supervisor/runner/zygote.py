@@ -6,10 +6,10 @@ ahead of time: a spare child waits for the next job (runner/spares.py). Started 
 as `python -m supervisor.runner.zygote FD CHANNEL_FD CGROUP_ROOT|- MODULE...`. CHANNEL_FD is
 a datagram socket on which the zygote gives the daemon its spares (runner/spares.py). FD is
 a stream socket: the zygote first says `{"ready": true, "environ": {…}, "not_preloaded":
-{module: error}}`; then the daemon
-sends JSON lines, either `{"used": PID, "run_dir": …}` (no answer) or `{"spare": "now"}` when
-it has none left, answered with `{"spare": PID}` once that spare is on the channel, or
-`{"error": …}`. Only the daemon ever writes a job into a spare.
+{module: error}}`; then the daemon sends JSON lines, either `{"used": PID, "run_dir": …}`
+(no answer) or `{"spare": "now"}` when it has none left, answered with `{"spare": PID}` once
+that spare is on the channel, or `{"error": …}`. Only the daemon ever writes a job into a
+spare.
 """
 
 from __future__ import annotations
@@ -57,9 +57,10 @@ def _reap(*_: object) -> None:
 
 def _record_exit(run_dir: Path, pid: int, status: int) -> None:
     # Only a job that ended without a result needs its raw status (one file less per job).
-    if not RunFiles(run_dir).result.exists():
+    files = RunFiles(run_dir)
+    if not files.result.exists():
         with contextlib.suppress(OSError):  # the daemon may have finished and removed the dir
-            write_json_atomic(RunFiles(run_dir).exit_status, {"pid": pid, "status": status})
+            write_json_atomic(files.exit_status, {"pid": pid, "status": status})
 
 
 def _used(pid: int, run_dir: Path) -> None:

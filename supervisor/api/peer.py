@@ -7,7 +7,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
 @dataclass(frozen=True)
@@ -24,8 +24,8 @@ def read_peercred(sock: socket.socket) -> PeerCred | None:
     return PeerCred(*struct.unpack("3i", raw))
 
 
-class PeerCredProtocol(H11Protocol):
-    """uvicorn's h11 protocol, plus the peer's credentials in every request's `scope["state"]`.
+class PeerCredProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, plus the peer's credentials in every request's `scope["state"]`.
 
     uvicorn copies `app_state` into each request scope, so a per-connection copy carries
     the credentials to the app without any global table.

@@ -170,7 +170,9 @@ def _status_fields(status: int | None) -> tuple[int | None, int | None]:
 def outcome_of(run: RunningJob) -> Outcome:
     report = read_json(run.files.result)
     exit_code, sig = _status_fields(run.exit_status)
-    if report is not None:
+    # A job we killed is reported as killed even when it wrote a failure of its own: a
+    # command's shim outlives the SIGTERM to report that its command died of it.
+    if report is not None and (run.kill_reason is None or report.get("state") == JobState.SUCCEEDED.value):
         error = report.get("error") or {}
         return Outcome(
             state=JobState(report["state"]),
@@ -183,6 +185,8 @@ def outcome_of(run: RunningJob) -> Outcome:
             killed_at=run.killed_at,
         )
     if run.kill_reason is not None:
+        if report is not None:  # how the command itself ended, not its shim
+            exit_code, sig = report.get("exit_code"), report.get("signal")
         kind = "MemoryLimit" if run.kill_reason == KillReason.MEMORY else run.kill_reason.name.title()
         return Outcome(
             state=_REASON_STATE[run.kill_reason],

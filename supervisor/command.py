@@ -31,9 +31,17 @@ def _handle_line(line: str, ctx: JobContext) -> None:
         os.write(1, job_line(line).encode("utf-8", "replace"))
 
 
-def run_command(argv: list[str], ctx: JobContext, cwd: Path) -> dict[str, Any]:
+def check_argv(argv: Any) -> list[str]:
+    """What a command job's function returned, if it is an argv that can be executed."""
     if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)):
         raise TypeError("a command job must return a non-empty list of strings (argv)")
+    if any("\0" in a for a in argv):
+        raise ValueError("embedded null byte")  # as Popen and exec say it
+    return argv
+
+
+def run_command(argv: list[str], ctx: JobContext, cwd: Path) -> dict[str, Any]:
+    """The Python shim: used by `runspace run` and wherever the native one (shim.c) is not built."""
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd)
     # Forward SIGTERM so the command gets its chance to clean up even if only we were signalled.
     signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM))

@@ -26,6 +26,7 @@ from supervisor.runner.cgroups import JobCgroups, detect_cgroup_root
 from supervisor.runner.forkserver import ForkServer
 from supervisor.runner.identity import prepare_shared_dirs
 from supervisor.runner.reap import Reaper, become_subreaper
+from supervisor.runner.shim import native_shim
 from supervisor.scheduler import Scheduler, Services
 from supervisor.settings import Settings, default_config_file
 from supervisor.store import Store, is_shared, open_store
@@ -128,8 +129,9 @@ class Daemon:
         events = await anyio.create_unix_datagram_socket(local_path=events_path, local_mode=0o666)
         self.cgroups = cgroups = self._cgroups()
         self.forkserver = ForkServer() if s.fork_server else None
+        shim = native_shim() if s.native_shim else None
         services = Services(s, self.store, UserLog(s.logs, s.log_rotation, s.log_retention), Reaper(), cgroups,
-                            events_path, self.forkserver)
+                            events_path, self.forkserver, shim)
         cluster = self._cluster()
         self.scheduler = Scheduler(services, lambda: self.registry, cluster.queue if cluster else None)
         if cluster:

@@ -56,6 +56,7 @@ class Services:
     cgroups: JobCgroups | None
     events_socket: Path | None
     forkserver: ForkServer | None = None
+    shim: Path | None = None  # runner/shim.py: the native command-job shim, if built and enabled
 
 
 class Scheduler:
@@ -295,7 +296,7 @@ class Scheduler:
         try:
             run_as = job_identity(jt.options, rec.requestor, self.s.settings)
             paths = LaunchPaths(self.s.settings.state_dir, self.s.settings.logs,
-                                self.s.events_socket, self.s.cgroups, run_as)
+                                self.s.events_socket, self.s.cgroups, run_as, self.s.shim)
             launched = launch(rec, jt, paths, self.s.forkserver)
         except (OSError, NotAllowed) as exc:
             logger.exception("cannot start job {}", rec.id)

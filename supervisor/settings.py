@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     fork_server: bool = Field(
         True, description="Start jobs from a pre-imported fork server: millisecond starts, shared memory."
     )
+    native_shim: bool = Field(
+        True, description="Supervise command jobs with the native runspace-shim where it is built (~0.1 MB a job, "
+                          "not ~3 MB); false: the Python one."
+    )
     cgroup_root: Path | None = Field(
         None, description="A delegated cgroup v2 directory for per-job cgroups (auto-detected when unset)."
     )

@@ -21,6 +21,7 @@ from supervisor.logs import append_line, job_line, user_line
 from supervisor.registry import JobType, load_job_type
 from supervisor.runner.files import RunFiles, write_json_atomic
 from supervisor.runner.identity import RunAs, drop_privileges, hand_over, read_root_spec
+from supervisor.runner.shim import exec_shim
 
 EXIT_ALREADY_STARTED = 75
 _PROGRESS_INTERVAL = 0.1  # at most ten progress reports a second reach the daemon
@@ -63,6 +64,11 @@ class FileReporter:
         self._events = spec.get("events_socket")
         self._last_sent = 0.0
         self._sock: socket.socket | None = None  # made at the first report: most jobs send none
+
+    @property
+    def user_log_fd(self) -> int | None:
+        """The user log held open for a job run as another user, who may append but not open it."""
+        return self._user_log_fd
 
     def log(self, text: str) -> None:
         sys.stdout.flush()
@@ -113,13 +119,17 @@ def run_python(jt: JobType, params: Any, ctx: JobContext) -> dict[str, Any]:
     return {"state": "succeeded", "result": result, "exit_code": 0}
 
 
-def run_job(jt: JobType, spec: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    from supervisor.command import run_command
+def run_job(jt: JobType, spec: dict[str, Any], ctx: JobContext, files: RunFiles,
+            reporter: FileReporter) -> dict[str, Any]:
+    from supervisor.command import check_argv, run_command
 
     try:
         params = jt.validate(spec["params"])
         if jt.kind == "command":
-            return run_command(jt.func(params, ctx), ctx, cwd=Path(spec["tmpdir"]))
+            argv = check_argv(jt.func(params, ctx))
+            if spec.get("shim"):  # from here the native shim writes the result; on success no return
+                exec_shim(Path(spec["shim"]), argv, spec, files, reporter.user_log_fd)
+            return run_command(argv, ctx, cwd=Path(spec["tmpdir"]))
         return run_python(jt, params, ctx)
     except Exception as exc:
         return failed(exc)
@@ -183,7 +193,7 @@ def main(spec: dict[str, Any] | None = None) -> None:
         drop_privileges(who)
     os.chdir(spec["tmpdir"])
     ctx = JobContext(spec["id"], spec["job"], spec["requestor"], spec["log_user"], Path(spec["tmpdir"]), reporter)
-    outcome = run_job(loaded, spec, ctx) if isinstance(loaded, JobType) else loaded
+    outcome = run_job(loaded, spec, ctx, files, reporter) if isinstance(loaded, JobType) else loaded
     sys.stdout.flush()
     sys.stderr.flush()
     write_json_atomic(files.result, outcome)

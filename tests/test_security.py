@@ -26,6 +26,7 @@ import pytest
 
 from supervisor.client import Client
 from supervisor.errors import RunspaceError
+from supervisor.runner.shim import native_shim
 from tests.conftest import ROOT, TEST_JOBS, TEST_MARKER, DaemonProcess, wait_until
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="creates users and switches uids: run the suite as root")
@@ -205,6 +206,23 @@ def test_job_runs_as_the_requestor_with_groups_home_and_clean_env(users: LocalUs
                         "PWD", "LC_CTYPE"}, "nothing else of the daemon's environment may leak"
     assert "NOTIFY_SOCKET" not in env and "RUNSPACE_STATE_DIR" not in env
     assert status["message"] == "halfway" or status["progress"] is not None
+
+
+@needs_root
+def test_command_job_run_as_the_requestor_writes_to_its_user_log(users: LocalUsers, multiuser) -> None:
+    """The native shim runs as the job's user and appends to the user log through the fd the
+    job process opened while still root."""
+    d = multiuser(RUNSPACE_ALLOWED_USERS=users.alice.name)
+    assert d.client.request("GET", "/healthz").json()["command_shim"] == "native"
+    if not value(as_user(users.alice, d, lambda _c: os.access(native_shim(), os.X_OK))):
+        pytest.skip(f"{users.alice.name} cannot reach {native_shim()} (a checkout under a private directory)")
+    script = "id -u; echo '::log hello from the shim'"
+    status = value(as_user(users.alice, d, lambda c: c.submit("sh_script", {"script": script}, wait=30)[1]))
+    assert status["state"] == "succeeded", d.client.log(status["id"])
+    log = d.client.log(status["id"])
+    assert str(users.alice.uid) in log and "native shim" not in log, log
+    user_log = (d.log_dir / "users" / f"{users.alice.name}.log").read_text()
+    assert f"{status['id']} sh_script hello from the shim" in user_log
 
 
 @needs_root

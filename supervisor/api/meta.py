@@ -31,6 +31,7 @@ async def healthz(daemon: DaemonDep, _: CallerDep) -> dict[str, object]:
         "job_types": len(daemon.registry.types),
         "broken_modules": len(daemon.registry.broken),
         "fork_server": _fork_server_state(daemon),
+        "command_shim": "native" if daemon.scheduler.s.shim else "python",
     }
 
 

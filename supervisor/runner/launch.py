@@ -38,6 +38,7 @@ class LaunchPaths:
     events_socket: Path | None
     cgroups: JobCgroups | None
     run_as: RunAs | None = None  # set when the daemon is root: the job drops to this user
+    shim: Path | None = None  # the native command-job shim (runner/shim.py), when built and enabled
 
 
 def job_spec(rec: JobRecord, jt: JobType, files: RunFiles, paths: LaunchPaths, cgroup: Path | None) -> dict[str, Any]:
@@ -55,6 +56,7 @@ def job_spec(rec: JobRecord, jt: JobType, files: RunFiles, paths: LaunchPaths, c
         "events_socket": str(paths.events_socket) if paths.events_socket else None,
         "cgroup": str(cgroup) if cgroup else None,  # to join: set for posix_spawned jobs only
         "run_as": jt.options.run_as,
+        "shim": str(paths.shim) if paths.shim and jt.kind == "command" else None,
         **(paths.run_as.spec_fields() if paths.run_as else {}),
     }
 

@@ -300,3 +300,23 @@ def die_on_cue(params: Cue, ctx: JobContext) -> None:
     Path(params.pidfile).write_text(str(os.getpid()))
     _wait_for(params.cue)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Script(BaseModel):
+    script: str
+
+
+@command_job()
+def sh_script(params: Script, ctx: JobContext) -> list[str]:
+    """A command job running the test's shell script (the command-shim tests)."""
+    return ["/bin/sh", "-c", params.script]
+
+
+class Program(BaseModel):
+    program: str
+
+
+@command_job()
+def run_program(params: Program, ctx: JobContext) -> list[str]:
+    """A command job whose argv is one program path, which may not exist."""
+    return [params.program]

@@ -1,0 +1,40 @@
+"""Builds the native command-job shim (supervisor/runner/shim.c) into the package.
+
+Everything else is declared in pyproject.toml. The shim is a plain executable, not a Python
+extension; where no C compiler is found the build goes on without it and command jobs use the
+Python shim (supervisor/command.py), which behaves the same with ~3 MB more memory per job.
+"""
+
+import os
+from pathlib import Path
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+SHIM = "supervisor.runner.runspace-shim"
+
+
+class BuildShim(build_ext):
+    def get_ext_filename(self, fullname: str) -> str:
+        # Asked with the full name and with its last part alone; an executable takes no
+        # `.cpython-311-x86_64-linux-gnu.so` suffix.
+        if fullname.rsplit(".", 1)[-1] == "runspace-shim":
+            return os.path.join(*fullname.split("."))
+        return super().get_ext_filename(fullname)
+
+    def build_extension(self, ext: Extension) -> None:
+        if ext.name != SHIM:
+            return super().build_extension(ext)
+        target = Path(self.get_ext_fullpath(ext.name))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            objects = self.compiler.compile(ext.sources, output_dir=self.build_temp, extra_postargs=["-O2"])
+            self.compiler.link_executable(objects, target.name, output_dir=str(target.parent))
+        except Exception as exc:  # CompileError, LinkError, or no compiler at all
+            print(f"warning: runspace-shim not built ({exc}); command jobs will use the Python shim")
+
+
+setup(
+    ext_modules=[Extension(SHIM, sources=["supervisor/runner/shim.c"], optional=True)],
+    cmdclass={"build_ext": BuildShim},
+)

@@ -1,0 +1,442 @@
+/* runspace-shim: the native supervisor of one command job (started by supervisor/runner/shim.py).
+ *
+ * The job process execs it once the params are validated and the argv is built. It runs the
+ * command with stdout+stderr on a pipe, turns each line into a timestamped job-log line (fd 1),
+ * progress (`::progress DONE TOTAL [message]`) or a user-log line (`::log text`), and writes
+ * result.json, exactly as the Python fallback in supervisor/command.py does. It exists for
+ * memory and start time: a waiting CPython process dirties ~3 MB of its own, this ~0.1 MB.
+ *
+ * usage: runspace-shim RESULT PROGRESS EVENTS USER_LOG USER_LOG_FD JOB_ID JOB -- ARGV...
+ *   EVENTS is "" when there is no progress socket; USER_LOG_FD is -1 unless the job process
+ *   holds the user log open for us (a job run as another user may append but not open it).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define PROGRESS_INTERVAL 0.1 /* at most ten progress reports a second reach the daemon */
+
+struct buf {
+    char *p;
+    size_t len, cap;
+};
+
+static struct {
+    const char *result, *progress, *events, *user_log, *job_id, *job;
+    int user_log_fd;
+} cfg;
+
+static volatile pid_t child;
+static double last_progress_sent = -1.0;
+
+/* ---- growable buffers ---- */
+
+static void buf_add(struct buf *b, const char *data, size_t n) {
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1) cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) _exit(70); /* EX_SOFTWARE: out of memory in a 0.1 MB program */
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, data, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void buf_adds(struct buf *b, const char *s) { buf_add(b, s, strlen(s)); }
+
+static void buf_addf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void buf_addf(struct buf *b, const char *fmt, ...) {
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n > 0) buf_add(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
+
+/* ---- text: UTF-8 repair, one-line form, JSON ---- */
+
+/* The UTF-8 sequence at s (n bytes left): its length when valid (*ok = 1), else the length of
+ * its longest invalid prefix, which Python's decode(errors="replace") turns into one U+FFFD. */
+static size_t utf8_scan(const unsigned char *s, size_t n, int *ok) {
+    unsigned char c = s[0], lo = 0x80, hi = 0xBF; /* the second byte's range (no overlongs, surrogates) */
+    size_t len, i = 1;
+    *ok = 1;
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c >= 0xE0 && c <= 0xEF) len = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+    else if (c >= 0xF0 && c <= 0xF4) len = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+    else return *ok = 0, 1;
+    if (i < n && s[i] >= lo && s[i] <= hi)
+        for (i = 2; i < len && i < n && (s[i] & 0xC0) == 0x80; i++) {}
+    *ok = i == len;
+    return i;
+}
+
+static void add_utf8(struct buf *out, const char *s, size_t n) {
+    int ok;
+    for (size_t i = 0, len; i < n; i += len) {
+        len = utf8_scan((const unsigned char *)s + i, n - i, &ok);
+        if (ok) buf_add(out, s + i, len);
+        else buf_adds(out, "\xEF\xBF\xBD");
+    }
+}
+
+/* logs.one_line: a log entry is one line, so CR and LF are written as \r and \n. */
+static void add_one_line(struct buf *out, const char *s, size_t n) {
+    for (const char *end = s + n; s < end; s++) {
+        if (*s == '\r') buf_adds(out, "\\r");
+        else if (*s == '\n') buf_adds(out, "\\n");
+        else buf_add(out, s, 1);
+    }
+}
+
+static void add_json_string(struct buf *out, const char *s, size_t n) {
+    buf_adds(out, "\"");
+    for (const char *end = s + n; s < end; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') buf_addf(out, "\\%c", c);
+        else if (c < 0x20) buf_addf(out, "\\u%04x", c);
+        else buf_add(out, s, 1);
+    }
+    buf_adds(out, "\"");
+}
+
+/* As Python's json.dumps writes a float: shortest round-trip digits, NaN and Infinity. */
+static void add_json_number(struct buf *out, double x) {
+    if (isnan(x)) buf_adds(out, "NaN");
+    else if (isinf(x)) buf_adds(out, x > 0 ? "Infinity" : "-Infinity");
+    else {
+        char tmp[40];
+        snprintf(tmp, sizeof tmp, "%.15g", x);
+        if (strtod(tmp, NULL) != x) snprintf(tmp, sizeof tmp, "%.17g", x);
+        buf_adds(out, tmp);
+    }
+}
+
+/* ---- log lines ---- */
+
+/* logs.stamp: 2026-01-31T12:00:00.123Z, UTC, milliseconds truncated. */
+static void add_stamp(struct buf *out) {
+    struct timespec ts;
+    struct tm tm;
+    char tmp[32];
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(tmp, sizeof tmp, "%Y-%m-%dT%H:%M:%S", &tm);
+    buf_addf(out, "%s.%03ldZ ", tmp, ts.tv_nsec / 1000000);
+}
+
+static void write_all(int fd, const char *p, size_t n) {
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return; /* a full disk loses the line, as in the Python shim */
+        p += w, n -= (size_t)w;
+    }
+}
+
+/* One write() per line, like logs.append_line: lines of concurrent writers never tear. */
+static void job_line(const char *text, size_t n) {
+    struct buf line = {0};
+    add_stamp(&line);
+    add_one_line(&line, text, n);
+    buf_adds(&line, "\n");
+    write_all(1, line.p, line.len);
+    free(line.p);
+}
+
+static void user_event(const char *text, size_t n) {
+    struct buf line = {0};
+    add_stamp(&line);
+    buf_addf(&line, "%s %s ", cfg.job_id, cfg.job);
+    add_one_line(&line, text, n);
+    buf_adds(&line, "\n");
+    int fd = cfg.user_log_fd;
+    if (fd < 0) fd = open(cfg.user_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        struct buf msg = {0};
+        buf_addf(&msg, "runspace: cannot write user log: [Errno %d] %s: '%s'", errno, strerror(errno), cfg.user_log);
+        job_line(msg.p, msg.len);
+        free(msg.p);
+    } else {
+        write_all(fd, line.p, line.len);
+        if (fd != cfg.user_log_fd) close(fd);
+    }
+    free(line.p);
+}
+
+/* ---- run-dir files and the daemon's progress socket ---- */
+
+/* files.write_json_atomic: a fresh O_EXCL|O_NOFOLLOW temp file renamed over the target, so a
+ * symlink planted in the run dir never redirects the write. */
+static void write_json_atomic(const char *path, const struct buf *json) {
+    char tmp[4096];
+    const char *slash = strrchr(path, '/');
+    int dir_len = slash ? (int)(slash - path) + 1 : 0;
+    snprintf(tmp, sizeof tmp, "%.*s.%s.%d", dir_len, path, slash ? slash + 1 : path, (int)getpid());
+    unlink(tmp);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0) return;
+    write_all(fd, json->p, json->len);
+    close(fd);
+    rename(tmp, path);
+}
+
+static void send_event(const struct buf *json) {
+    if (!*cfg.events) return;
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    if (strlen(cfg.events) >= sizeof addr.sun_path) return;
+    strcpy(addr.sun_path, cfg.events);
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return;
+    /* Errors are dropped: the daemon is down or busy and reads progress.json when it looks. */
+    sendto(fd, json->p, json->len, 0, (struct sockaddr *)&addr, sizeof addr);
+    close(fd);
+}
+
+static double monotonic(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* worker.FileReporter.progress */
+static void report_progress(double done, double total, const char *message, size_t message_len) {
+    if (message) {
+        struct buf ev = {0};
+        if (total != 0) buf_addf(&ev, "progress %g/%g: ", done, total);
+        else buf_addf(&ev, "progress %g: ", done);
+        buf_add(&ev, message, message_len);
+        user_event(ev.p, ev.len);
+        free(ev.p);
+    }
+    double now = monotonic();
+    int final = done >= total;
+    if (!final && !message && last_progress_sent >= 0 && now - last_progress_sent < PROGRESS_INTERVAL) return;
+    last_progress_sent = now;
+    struct buf json = {0};
+    buf_adds(&json, "{\"id\": ");
+    add_json_string(&json, cfg.job_id, strlen(cfg.job_id));
+    buf_adds(&json, ", \"progress\": ");
+    add_json_number(&json, done);
+    buf_adds(&json, ", \"total\": ");
+    add_json_number(&json, total);
+    buf_adds(&json, ", \"message\": ");
+    if (message) add_json_string(&json, message, message_len);
+    else buf_adds(&json, "null");
+    buf_adds(&json, "}");
+    write_json_atomic(cfg.progress, &json);
+    send_event(&json);
+    free(json.p);
+}
+
+/* ---- the command's output ---- */
+
+static int is_space(char c) { return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f); }
+
+static const char *skip_space(const char *s) {
+    while (*s && is_space(*s)) s++;
+    return s;
+}
+
+/* The next whitespace-separated word of *s as a number, as Python's float() would take it. */
+static int next_number(const char **s, double *out) {
+    const char *start = skip_space(*s), *end = start;
+    while (*end && !is_space(*end)) end++;
+    if (end == start) return 0;
+    char word[64];
+    if ((size_t)(end - start) >= sizeof word) return 0;
+    memcpy(word, start, end - start);
+    word[end - start] = '\0';
+    if (strpbrk(word, "xX")) return 0; /* strtod reads hex floats, Python's float() does not */
+    char *rest;
+    *out = strtod(word, &rest);
+    *s = end;
+    return *rest == '\0';
+}
+
+/* command._handle_line: `::progress DONE TOTAL [message]`, `::log text`, or a job-log line.
+ * `line` is NUL-terminated but may hold NULs of its own: n is its length. */
+static void handle_line(const char *line, size_t n) {
+    if (strncmp(line, "::progress ", 11) == 0) {
+        const char *rest = line + 11;
+        double done, total;
+        if (next_number(&rest, &done) && next_number(&rest, &total)) {
+            rest = skip_space(rest);
+            size_t left = n - (rest - line);
+            report_progress(done, total, left ? rest : NULL, left);
+            return;
+        }
+    } else if (strncmp(line, "::log ", 6) == 0) {
+        job_line(line + 6, n - 6);
+        user_event(line + 6, n - 6);
+        return;
+    }
+    job_line(line, n);
+}
+
+static void relay_output(int fd) {
+    static char chunk[65536];
+    struct buf pending = {0};
+    for (;;) {
+        ssize_t n = read(fd, chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break; /* EOF: the command and every descendant holding its stdout are done */
+        buf_add(&pending, chunk, (size_t)n);
+        char *start = pending.p, *nl;
+        while ((nl = memchr(start, '\n', pending.len - (start - pending.p)))) {
+            struct buf line = {0};
+            add_utf8(&line, start, nl - start);
+            handle_line(line.p ? line.p : "", line.len);
+            free(line.p);
+            start = nl + 1;
+        }
+        pending.len -= start - pending.p;
+        memmove(pending.p, start, pending.len);
+    }
+    if (pending.len) { /* a last line without its newline */
+        struct buf line = {0};
+        add_utf8(&line, pending.p, pending.len);
+        handle_line(line.p, line.len);
+        free(line.p);
+    }
+    free(pending.p);
+}
+
+/* ---- the command's process and its outcome ---- */
+
+static const char *signal_name(int sig) {
+    static const char *names[] = {
+        [SIGHUP] = "SIGHUP",   [SIGINT] = "SIGINT",       [SIGQUIT] = "SIGQUIT", [SIGILL] = "SIGILL",
+        [SIGTRAP] = "SIGTRAP", [SIGABRT] = "SIGABRT",     [SIGBUS] = "SIGBUS",   [SIGFPE] = "SIGFPE",
+        [SIGKILL] = "SIGKILL", [SIGUSR1] = "SIGUSR1",     [SIGSEGV] = "SIGSEGV", [SIGUSR2] = "SIGUSR2",
+        [SIGPIPE] = "SIGPIPE", [SIGALRM] = "SIGALRM",     [SIGTERM] = "SIGTERM", [SIGCHLD] = "SIGCHLD",
+        [SIGCONT] = "SIGCONT", [SIGSTOP] = "SIGSTOP",     [SIGTSTP] = "SIGTSTP", [SIGTTIN] = "SIGTTIN",
+        [SIGTTOU] = "SIGTTOU", [SIGURG] = "SIGURG",       [SIGXCPU] = "SIGXCPU", [SIGXFSZ] = "SIGXFSZ",
+        [SIGVTALRM] = "SIGVTALRM", [SIGPROF] = "SIGPROF", [SIGWINCH] = "SIGWINCH", [SIGIO] = "SIGIO",
+        [SIGPWR] = "SIGPWR",   [SIGSYS] = "SIGSYS",       [SIGSTKFLT] = "SIGSTKFLT",
+    };
+    if (sig > 0 && sig < (int)(sizeof names / sizeof *names) && names[sig]) return names[sig];
+    static char other[16];
+    snprintf(other, sizeof other, "signal %d", sig);
+    return other;
+}
+
+/* Python's OSError subclass for a spawn errno, so both shims report a missing program alike. */
+static const char *os_error_type(int err) {
+    switch (err) {
+    case ENOENT: return "FileNotFoundError";
+    case EACCES: case EPERM: return "PermissionError";
+    case ENOTDIR: return "NotADirectoryError";
+    case EISDIR: return "IsADirectoryError";
+    default: return "OSError";
+    }
+}
+
+static void write_result(const char *state, const char *error_type, const char *message, int exit_code, int sig) {
+    struct buf json = {0};
+    buf_addf(&json, "{\"state\": \"%s\"", state);
+    if (error_type) {
+        buf_addf(&json, ", \"error\": {\"type\": \"%s\", \"message\": ", error_type);
+        add_json_string(&json, message, strlen(message));
+        buf_adds(&json, "}");
+    } else {
+        buf_addf(&json, ", \"result\": {\"exit_code\": %d}", exit_code);
+    }
+    if (sig) buf_addf(&json, ", \"exit_code\": null, \"signal\": %d}", sig);
+    else buf_addf(&json, ", \"exit_code\": %d}", exit_code);
+    write_json_atomic(cfg.result, &json);
+    free(json.p);
+}
+
+static void forward_sigterm(int sig) {
+    (void)sig;
+    if (child > 0) kill(child, SIGTERM); /* the command gets its chance to clean up */
+}
+
+static int run(char **argv) {
+    struct buf name = {0};
+    add_utf8(&name, argv[0], strlen(argv[0]));
+    int out[2];
+    if (pipe2(out, O_CLOEXEC) < 0) return 70;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 2);
+    posix_spawnattr_t attr;
+    sigset_t none, defaults;
+    sigemptyset(&none);
+    sigemptyset(&defaults); /* what Python's Popen(restore_signals=True) puts back */
+    sigaddset(&defaults, SIGPIPE);
+    sigaddset(&defaults, SIGXFSZ);
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &defaults);
+    pid_t pid;
+    int err = posix_spawnp(&pid, argv[0], &fa, &attr, argv, environ);
+    close(out[1]);
+    if (err) {
+        struct buf msg = {0};
+        buf_addf(&msg, "[Errno %d] %s: '", err, strerror(err));
+        buf_adds(&msg, name.p);
+        buf_adds(&msg, "'");
+        job_line(msg.p, msg.len);
+        write_result("failed", os_error_type(err), msg.p, 1, 0);
+        return 1;
+    }
+    child = pid;
+    struct sigaction sa = {.sa_handler = forward_sigterm, .sa_flags = SA_RESTART};
+    sigaction(SIGTERM, &sa, NULL);
+    relay_output(out[0]);
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    struct buf msg = {0};
+    int rc = 1;
+    if (WIFSIGNALED(status)) {
+        buf_addf(&msg, "%s was killed by %s", name.p, signal_name(WTERMSIG(status)));
+        write_result("failed", "CommandKilled", msg.p, 0, WTERMSIG(status));
+    } else if (WEXITSTATUS(status) == 0) {
+        write_result("succeeded", NULL, NULL, 0, 0);
+        rc = 0;
+    } else {
+        buf_addf(&msg, "%s exited with code %d", name.p, WEXITSTATUS(status));
+        write_result("failed", "CommandFailed", msg.p, WEXITSTATUS(status), 0);
+    }
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 10 || strcmp(argv[8], "--") != 0) {
+        fprintf(stderr, "usage: runspace-shim RESULT PROGRESS EVENTS USER_LOG USER_LOG_FD JOB_ID JOB -- ARGV...\n");
+        return 64; /* EX_USAGE */
+    }
+    cfg.result = argv[1], cfg.progress = argv[2], cfg.events = argv[3], cfg.user_log = argv[4];
+    cfg.user_log_fd = atoi(argv[5]);
+    cfg.job_id = argv[6], cfg.job = argv[7];
+    if (cfg.user_log_fd >= 0) fcntl(cfg.user_log_fd, F_SETFD, FD_CLOEXEC); /* ours, not the command's */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL); /* the fork server may have handed us a blocked SIGCHLD */
+    signal(SIGPIPE, SIG_IGN);
+    return run(argv + 9);
+}

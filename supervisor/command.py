@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-from pathlib import Path
 from typing import Any
 
 from supervisor.context import JobContext
@@ -35,25 +33,44 @@ def check_argv(argv: Any) -> list[str]:
     """What a command job's function returned, if it is an argv that can be executed."""
     if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)):
         raise TypeError("a command job must return a non-empty list of strings (argv)")
-    if any("\0" in a for a in argv):
-        raise ValueError("embedded null byte")  # as Popen and exec say it
     return argv
 
 
-def run_command(argv: list[str], ctx: JobContext, cwd: Path) -> dict[str, Any]:
-    """The Python shim: used by `runspace run` and wherever the native one (shim.c) is not built."""
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd)
+def start_command(argv: list[str]) -> tuple[int, int]:
+    """Start argv in the current directory with stdout and stderr on a pipe: (pid, the pipe's
+    read end). posix_spawnp: a vfork, cheap even from a large process; FileNotFoundError and
+    the like are raised here, naming the program."""
+    read_end, write_end = os.pipe()
+    try:
+        pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, write_end, 1),
+            (os.POSIX_SPAWN_DUP2, write_end, 2),
+        ], setsigmask=(), setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))  # Python ignores these; a command must not
+    except BaseException:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+    return pid, read_end
+
+
+def relay_command(pid: int, output: int, name: str, ctx: JobContext) -> dict[str, Any]:
+    """The Python shim (runspace-shim does the same in C): the command's output lines to the
+    job log, progress and user log, then its outcome."""
     # Forward SIGTERM so the command gets its chance to clean up even if only we were signalled.
-    signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM))
-    assert proc.stdout is not None
-    for raw in proc.stdout:
-        _handle_line(raw.decode("utf-8", "replace").rstrip("\n"), ctx)
-    code = proc.wait()
+    previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGTERM))
+    try:
+        with os.fdopen(output, "rb") as lines:
+            for raw in lines:
+                _handle_line(raw.decode("utf-8", "replace").rstrip("\n"), ctx)
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if code == 0:
         return {"state": "succeeded", "result": {"exit_code": 0}, "exit_code": 0}
     if code < 0:
-        name = signal.Signals(-code).name
-        error = {"type": "CommandKilled", "message": f"{argv[0]} was killed by {name}"}
+        error = {"type": "CommandKilled", "message": f"{name} was killed by {signal.Signals(-code).name}"}
         return {"state": "failed", "error": error, "exit_code": None, "signal": -code}
-    error = {"type": "CommandFailed", "message": f"{argv[0]} exited with code {code}"}
+    error = {"type": "CommandFailed", "message": f"{name} exited with code {code}"}
     return {"state": "failed", "error": error, "exit_code": code}

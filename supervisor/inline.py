@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
@@ -32,7 +33,7 @@ def run_inline(settings: Settings, job: str, params: dict[str, Any], requestor: 
                debug: bool = False) -> tuple[int, Any]:
     """Returns (exit code, result or error). Job code runs here, so `breakpoint()` works;
     with `debug`, an exception stops in pdb's post-mortem debugger."""
-    from supervisor.command import check_argv, run_command
+    from supervisor.command import check_argv, relay_command, start_command
 
     registry = load_registry(settings.job_dirs)
     for broken in registry.broken:
@@ -44,7 +45,10 @@ def run_inline(settings: Settings, job: str, params: dict[str, Any], requestor: 
     try:
         model = jt.params_model.model_validate(rec.params)
         if jt.kind == "command":
-            outcome = run_command(check_argv(jt.func(model, ctx)), ctx, cwd=tmpdir)
+            argv = check_argv(jt.func(model, ctx))
+            with contextlib.chdir(tmpdir):  # the job's cwd is its tmp dir, as under the daemon
+                pid, output = start_command(argv)
+            outcome = relay_command(pid, output, argv[0], ctx)
             return (0 if outcome["state"] == "succeeded" else 1), outcome.get("result") or outcome.get("error")
         result = jt.func(model, ctx)
         json.dumps(result)

@@ -21,7 +21,7 @@ from supervisor.logs import append_line, job_line, user_line
 from supervisor.registry import JobType, load_job_type
 from supervisor.runner.files import RunFiles, write_json_atomic
 from supervisor.runner.identity import RunAs, drop_privileges, hand_over, read_root_spec
-from supervisor.runner.shim import exec_shim
+from supervisor.runner.shim import ShimJob, exec_shim
 
 EXIT_ALREADY_STARTED = 75
 _PROGRESS_INTERVAL = 0.1  # at most ten progress reports a second reach the daemon
@@ -121,15 +121,16 @@ def run_python(jt: JobType, params: Any, ctx: JobContext) -> dict[str, Any]:
 
 def run_job(jt: JobType, spec: dict[str, Any], ctx: JobContext, files: RunFiles,
             reporter: FileReporter) -> dict[str, Any]:
-    from supervisor.command import check_argv, run_command
+    from supervisor.command import check_argv, relay_command, start_command
 
     try:
         params = jt.validate(spec["params"])
         if jt.kind == "command":
             argv = check_argv(jt.func(params, ctx))
-            if spec.get("shim"):  # from here the native shim writes the result; on success no return
-                exec_shim(Path(spec["shim"]), argv, spec, files, reporter.user_log_fd)
-            return run_command(argv, ctx, cwd=Path(spec["tmpdir"]))
+            pid, output = start_command(argv)  # first: the shim's exec is off the command's start
+            if spec.get("shim"):  # the native shim takes over the command; returns only if it cannot
+                exec_shim(Path(spec["shim"]), ShimJob(pid, output, argv[0]), spec, files, reporter.user_log_fd)
+            return relay_command(pid, output, argv[0], ctx)
         return run_python(jt, params, ctx)
     except Exception as exc:
         return failed(exc)

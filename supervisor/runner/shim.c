@@ -1,14 +1,16 @@
-/* runspace-shim: the native supervisor of one command job (started by supervisor/runner/shim.py).
+/* runspace-shim: the native supervisor of one command job (handed over by supervisor/runner/shim.py).
  *
- * The job process execs it once the params are validated and the argv is built. It runs the
- * command with stdout+stderr on a pipe, turns each line into a timestamped job-log line (fd 1),
- * progress (`::progress DONE TOTAL [message]`) or a user-log line (`::log text`), and writes
- * result.json, exactly as the Python fallback in supervisor/command.py does. It exists for
- * memory and start time: a waiting CPython process dirties ~3 MB of its own, this ~0.1 MB.
+ * The job process validates the params, builds the argv and starts the command with its stdout
+ * and stderr on a pipe, then execs this program in its own place (the command stays its child).
+ * It turns each line of the pipe into a timestamped job-log line (fd 1), progress
+ * (`::progress DONE TOTAL [message]`) or a user-log line (`::log text`), waits for the command
+ * and writes result.json, exactly as the Python relay in supervisor/command.py does. It exists
+ * for memory: a waiting CPython process dirties ~3 MB of its own, this ~0.1 MB.
  *
- * usage: runspace-shim RESULT PROGRESS EVENTS USER_LOG USER_LOG_FD JOB_ID JOB -- ARGV...
+ * usage: runspace-shim RESULT PROGRESS EVENTS USER_LOG USER_LOG_FD JOB_ID JOB PID OUTPUT_FD NAME
  *   EVENTS is "" when there is no progress socket; USER_LOG_FD is -1 unless the job process
- *   holds the user log open for us (a job run as another user may append but not open it).
+ *   holds the user log open for us (a job run as another user may append but not open it);
+ *   PID is the command, OUTPUT_FD the read end of its output pipe, NAME its argv[0].
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -16,7 +18,6 @@
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -340,17 +341,6 @@ static const char *signal_name(int sig) {
     return other;
 }
 
-/* Python's OSError subclass for a spawn errno, so both shims report a missing program alike. */
-static const char *os_error_type(int err) {
-    switch (err) {
-    case ENOENT: return "FileNotFoundError";
-    case EACCES: case EPERM: return "PermissionError";
-    case ENOTDIR: return "NotADirectoryError";
-    case EISDIR: return "IsADirectoryError";
-    default: return "OSError";
-    }
-}
-
 static void write_result(const char *state, const char *error_type, const char *message, int exit_code, int sig) {
     struct buf json = {0};
     buf_addf(&json, "{\"state\": \"%s\"", state);
@@ -372,45 +362,14 @@ static void forward_sigterm(int sig) {
     if (child > 0) kill(child, SIGTERM); /* the command gets its chance to clean up */
 }
 
-static int run(char **argv) {
-    struct buf name = {0};
-    add_utf8(&name, argv[0], strlen(argv[0]));
-    int out[2];
-    if (pipe2(out, O_CLOEXEC) < 0) return 70;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 2);
-    posix_spawnattr_t attr;
-    sigset_t none, defaults;
-    sigemptyset(&none);
-    sigemptyset(&defaults); /* what Python's Popen(restore_signals=True) puts back */
-    sigaddset(&defaults, SIGPIPE);
-    sigaddset(&defaults, SIGXFSZ);
-    posix_spawnattr_init(&attr);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &defaults);
-    pid_t pid;
-    int err = posix_spawnp(&pid, argv[0], &fa, &attr, argv, environ);
-    close(out[1]);
-    if (err) {
-        struct buf msg = {0};
-        buf_addf(&msg, "[Errno %d] %s: '", err, strerror(err));
-        buf_adds(&msg, name.p);
-        buf_adds(&msg, "'");
-        job_line(msg.p, msg.len);
-        write_result("failed", os_error_type(err), msg.p, 1, 0);
-        return 1;
-    }
-    child = pid;
-    struct sigaction sa = {.sa_handler = forward_sigterm, .sa_flags = SA_RESTART};
-    sigaction(SIGTERM, &sa, NULL);
-    relay_output(out[0]);
+/* The command's outcome as result.json; the exit code is ours (1 unless it succeeded). */
+static int report_outcome(pid_t pid, const char *raw_name) {
+    struct buf name = {0}, msg = {0};
+    add_utf8(&name, raw_name, strlen(raw_name));
     int status;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
-    struct buf msg = {0};
+    pid_t got;
+    while ((got = waitpid(pid, &status, 0)) < 0 && errno == EINTR) {}
+    if (got < 0) return 70; /* no status to report: the daemon says how the job process ended */
     int rc = 1;
     if (WIFSIGNALED(status)) {
         buf_addf(&msg, "%s was killed by %s", name.p, signal_name(WTERMSIG(status)));
@@ -422,21 +381,30 @@ static int run(char **argv) {
         buf_addf(&msg, "%s exited with code %d", name.p, WEXITSTATUS(status));
         write_result("failed", "CommandFailed", msg.p, WEXITSTATUS(status), 0);
     }
+    free(name.p);
+    free(msg.p);
     return rc;
 }
 
 int main(int argc, char **argv) {
-    if (argc < 10 || strcmp(argv[8], "--") != 0) {
-        fprintf(stderr, "usage: runspace-shim RESULT PROGRESS EVENTS USER_LOG USER_LOG_FD JOB_ID JOB -- ARGV...\n");
+    if (argc != 11) {
+        fprintf(stderr, "usage: runspace-shim RESULT PROGRESS EVENTS USER_LOG USER_LOG_FD JOB_ID JOB PID OUTPUT_FD NAME\n");
         return 64; /* EX_USAGE */
     }
     cfg.result = argv[1], cfg.progress = argv[2], cfg.events = argv[3], cfg.user_log = argv[4];
     cfg.user_log_fd = atoi(argv[5]);
     cfg.job_id = argv[6], cfg.job = argv[7];
-    if (cfg.user_log_fd >= 0) fcntl(cfg.user_log_fd, F_SETFD, FD_CLOEXEC); /* ours, not the command's */
+    pid_t pid = (pid_t)atoi(argv[8]);
+    int output = atoi(argv[9]);
+    if (cfg.user_log_fd >= 0) fcntl(cfg.user_log_fd, F_SETFD, FD_CLOEXEC);
+    fcntl(output, F_SETFD, FD_CLOEXEC);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL); /* the fork server may have handed us a blocked SIGCHLD */
     signal(SIGPIPE, SIG_IGN);
-    return run(argv + 9);
+    child = pid;
+    struct sigaction sa = {.sa_handler = forward_sigterm, .sa_flags = SA_RESTART};
+    sigaction(SIGTERM, &sa, NULL);
+    relay_output(output);
+    return report_outcome(pid, argv[10]);
 }

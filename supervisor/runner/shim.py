@@ -1,14 +1,16 @@
-"""The native command-job shim (shim.c, built by setup.py): where it is, and handing a job to it.
+"""The native command-job shim (shim.c, built by setup.py): where it is, and handing a command to it.
 
-A command job's process validates its params and builds the argv in Python, then replaces
-itself with the shim, which supervises the command: ~0.1 MB of its own instead of the ~3 MB a
-waiting CPython process dirties. Without a built shim, command.run_command does the same work.
+A command job's process validates its params, builds the argv and starts the command in
+Python, then replaces itself with the shim, which relays the command's output and reports its
+outcome: ~0.1 MB of its own instead of the ~3 MB a waiting CPython process dirties. Where no
+shim is built, command.relay_command does the same work in Python.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,25 +20,36 @@ from supervisor.runner.files import RunFiles
 _BINARY = Path(__file__).with_name("runspace-shim")
 
 
+@dataclass(frozen=True)
+class ShimJob:
+    """A started command: it stays the child of this process across the exec."""
+
+    pid: int
+    output: int  # the read end of its stdout+stderr pipe
+    name: str  # its argv[0], for the error messages
+
+
 def native_shim() -> Path | None:
-    """The built shim, or None (no C compiler at install time, or `native_shim = false`)."""
+    """The built shim, or None (there was no C compiler when the package was installed)."""
     return _BINARY if os.access(_BINARY, os.X_OK) else None
 
 
-def shim_argv(shim: Path, argv: list[str], spec: dict[str, Any], files: RunFiles, user_log_fd: int | None) -> list[str]:
+def shim_argv(shim: Path, command: ShimJob, spec: dict[str, Any], files: RunFiles,
+              user_log_fd: int | None) -> list[str]:
     """The command line shim.c's main() reads (its usage line)."""
     return [str(shim), str(files.result), str(files.progress), spec.get("events_socket") or "",
             spec["user_log"], str(-1 if user_log_fd is None else user_log_fd), spec["id"], spec["job"],
-            "--", *argv]
+            str(command.pid), str(command.output), command.name]
 
 
-def exec_shim(shim: Path, argv: list[str], spec: dict[str, Any], files: RunFiles, user_log_fd: int | None) -> None:
-    """Become the shim; returns only if it cannot be started (the caller runs the command itself)."""
+def exec_shim(shim: Path, command: ShimJob, spec: dict[str, Any], files: RunFiles, user_log_fd: int | None) -> None:
+    """Become the shim; returns only if it cannot be started (the caller relays the command itself)."""
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        if user_log_fd is not None:
-            os.set_inheritable(user_log_fd, True)
-        os.execv(shim, shim_argv(shim, argv, spec, files, user_log_fd))
+        for fd in (command.output, user_log_fd):
+            if fd is not None:
+                os.set_inheritable(fd, True)
+        os.execv(shim, shim_argv(shim, command, spec, files, user_log_fd))
     except OSError as exc:
-        os.write(2, job_line(f"runspace: cannot start the native shim ({exc}); running the command from Python").encode())
+        os.write(2, job_line(f"runspace: cannot start the native shim ({exc}); relaying the command from Python").encode())

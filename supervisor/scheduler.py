@@ -28,7 +28,7 @@ from supervisor.registry import JobOptions, Registry
 from supervisor.runner.adopt import Leader, ever_ran, find_leaders
 from supervisor.runner.cgroups import JobCgroups, cgroup_kill, process_cgroup
 from supervisor.runner.spares import spare_cgroup_owner
-from supervisor.runner.files import RunFiles, Trash
+from supervisor.runner.files import RunFiles, Trash, read_json
 from supervisor.runner.forkserver import ForkServer
 from supervisor.runner.identity import job_identity
 from supervisor.runner.launch import LaunchPaths, launch
@@ -218,6 +218,20 @@ class Scheduler:
         self.s.store.update(rec, "progress", "total", "message")
         self._notify(job_id)
 
+    def _catch_up_progress(self, run: RunningJob) -> None:
+        """The job's last progress report, from its progress.json: one sent while the daemon
+        was down (or dropped by a full socket) never reached on_progress."""
+        report = read_json(run.files.progress)  # written by the job's user: checked like any input
+        try:
+            done = float(report["progress"])
+            total = None if report.get("total") is None else float(report["total"])
+        except (TypeError, KeyError, ValueError):
+            return
+        message = report.get("message") if isinstance(report.get("message"), str) else None
+        rec = run.rec
+        if (done, total, message or rec.message) != (rec.progress, rec.total, rec.message):
+            self.on_progress(rec.id, done, total, message)
+
     # -- dispatching ---------------------------------------------------------------
 
     async def run(self) -> None:
@@ -337,6 +351,7 @@ class Scheduler:
         outcome = await supervise(run, self._record_kill)
         if run.tree.leader_pid is not None:
             self.s.reaper.forget(run.tree.leader_pid, run.on_exit)
+        self._catch_up_progress(run)
         del self.running[run.rec.id]
         self._end_or_retry(run.rec, outcome)
         if self.s.cgroups and run.tree.cgroup:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 import pytest
@@ -99,3 +100,21 @@ def test_a_cancelled_command_is_cancelled_not_failed(shim_daemon: DaemonProcess)
     status = d.wait(job_id)
     assert (status["state"], status["reason"], status["signal"]) == ("cancelled", "cancelled", 15), status
     assert status["error"]["type"] == "Cancelled"
+
+
+def test_a_command_that_ends_while_the_daemon_is_down_reports_its_exit_code(shim_daemon: DaemonProcess,
+                                                                          tmp_path: Path) -> None:
+    d = shim_daemon
+    gate = tmp_path / "gate"
+    script = f'echo ready; while [ ! -e {gate} ]; do sleep 0.05; done; echo "::progress 1 1 done"; exit 5'
+    job_id = d.submit("sh_script", {"script": script})["id"]
+    wait_until(lambda: "ready" in d.client.log(job_id), what="the command to start")
+    shim = psutil.Process(d.client.status(job_id)["pid"])
+    d.kill9()
+    gate.touch()
+    wait_until(lambda: not shim.is_running() or shim.status() == psutil.STATUS_ZOMBIE, what="the job to end")
+    d.start()
+    status = d.wait(job_id)
+    assert (status["state"], status["exit_code"], status["reason"]) == ("failed", 5, None), status
+    assert status["error"] == {"type": "CommandFailed", "message": "/bin/sh exited with code 5"}
+    assert (status["progress"], status["total"]) == (1, 1)

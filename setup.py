@@ -27,9 +27,14 @@ class BuildShim(build_ext):
             return super().build_extension(ext)
         target = Path(self.get_ext_fullpath(ext.name))
         target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)  # never ship a binary of an older shim.c
         try:
             objects = self.compiler.compile(ext.sources, output_dir=self.build_temp, extra_postargs=["-O2"])
             self.compiler.link_executable(objects, target.name, output_dir=str(target.parent))
+            # Unreadable to others: exec of a binary its user cannot read leaves the process
+            # non-dumpable from the start, so no process of a job's user can take the fds it
+            # holds (shim.c also says so itself, first thing). A wheel installer may reset it.
+            target.chmod(0o711)
         except Exception as exc:  # CompileError, LinkError, or no compiler at all
             print(f"warning: runspace-shim not built ({exc}); command jobs will use the Python shim")
 

@@ -7,22 +7,26 @@ progress and `::log text` writes to the user's log; every other line goes to the
 from __future__ import annotations
 
 import os
+import re
 import signal
 from typing import Any
 
 from supervisor.context import JobContext
 from supervisor.logs import job_line
+from supervisor.reports import signal_name
+
+# The grammar runspace-shim (shim.c) parses too: ASCII whitespace between fields, DONE and
+# TOTAL ASCII decimal numbers (or inf, infinity, nan), the rest of the line the message.
+_WS = r"[\t\n\v\f\r\x1c-\x1f ]"
+_NUMBER = r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf|infinity|nan)"
+_PROGRESS = re.compile(rf"::progress {_WS}*({_NUMBER}){_WS}+({_NUMBER})(?:{_WS}+(.*)|{_WS}*)",
+                       re.ASCII | re.IGNORECASE | re.DOTALL)
 
 
 def _handle_line(line: str, ctx: JobContext) -> None:
-    if line.startswith("::progress "):
-        parts = line.split(maxsplit=3)
-        try:
-            done, total = float(parts[1]), float(parts[2])
-        except (IndexError, ValueError):
-            os.write(1, job_line(line).encode())
-            return
-        ctx.progress(done, total, parts[3] if len(parts) > 3 else None)
+    if progress := _PROGRESS.fullmatch(line):
+        done, total, message = progress.groups()
+        ctx.progress(float(done), float(total), message or None)
     elif line.startswith("::log "):
         ctx.log(line[len("::log ") :])
     else:
@@ -58,19 +62,26 @@ def start_command(argv: list[str]) -> tuple[int, int]:
 def relay_command(pid: int, output: int, name: str, ctx: JobContext) -> dict[str, Any]:
     """The Python shim (runspace-shim does the same in C): the command's output lines to the
     job log, progress and user log, then its outcome."""
-    # Forward SIGTERM so the command gets its chance to clean up even if only we were signalled.
-    previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGTERM))
+    reaped = False
+
+    def forward(*_: object) -> None:  # the command gets its chance to clean up, even if only we were signalled
+        if not reaped:
+            os.kill(pid, signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, forward)
     try:
         with os.fdopen(output, "rb") as lines:
             for raw in lines:
                 _handle_line(raw.decode("utf-8", "replace").rstrip("\n"), ctx)
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # ended, not reaped: its pid is not reused yet
+        reaped = True
         code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     finally:
         signal.signal(signal.SIGTERM, previous)
     if code == 0:
         return {"state": "succeeded", "result": {"exit_code": 0}, "exit_code": 0}
     if code < 0:
-        error = {"type": "CommandKilled", "message": f"{name} was killed by {signal.Signals(-code).name}"}
+        error = {"type": "CommandKilled", "message": f"{name} was killed by {signal_name(-code)}"}
         return {"state": "failed", "error": error, "exit_code": None, "signal": -code}
     error = {"type": "CommandFailed", "message": f"{name} exited with code {code}"}
     return {"state": "failed", "error": error, "exit_code": code}

@@ -22,6 +22,7 @@ from supervisor.api.peer import PeerCredProtocol
 from supervisor.api.tokens import TokenTable
 from supervisor.listener import bind_tcp, bind_unix
 from supervisor.registry import Registry, load_registry
+from supervisor.reports import parse_progress
 from supervisor.runner.cgroups import JobCgroups, detect_cgroup_root
 from supervisor.runner.forkserver import ForkServer
 from supervisor.runner.identity import prepare_shared_dirs
@@ -196,13 +197,15 @@ class Daemon:
 
     async def _receive_events(self, events) -> None:
         async with events:
-            async for packet, _ in events:
+            async for packet, _ in events:  # the socket is 0666: any local user may send anything
                 try:
-                    report = json.loads(packet)
-                    self.scheduler.on_progress(str(report["id"]), float(report["progress"]),
-                                               report.get("total"), report.get("message"))
-                except (ValueError, KeyError, TypeError):
+                    report = parse_progress(json.loads(packet))
+                except (ValueError, RecursionError):  # deep nesting raises the latter
+                    report = None
+                if report is None:
                     logger.debug("ignored a malformed progress report")
+                else:
+                    self.scheduler.on_progress(report)
 
 
 def check_config_trusted(settings: Settings) -> None:

@@ -7,7 +7,6 @@ how each ended. The store is the truth; the queue and running table are its live
 from __future__ import annotations
 
 import os
-import signal
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from supervisor.registry import JobOptions, Registry
 from supervisor.runner.adopt import Leader, ever_ran, find_leaders
 from supervisor.runner.cgroups import JobCgroups, cgroup_kill, process_cgroup
 from supervisor.runner.spares import spare_cgroup_owner
+from supervisor.reports import MAX_REPORT_BYTES, Progress, parse_progress, signal_name
 from supervisor.runner.files import RunFiles, Trash, read_json
 from supervisor.runner.forkserver import ForkServer
 from supervisor.runner.identity import job_identity
@@ -208,29 +208,24 @@ class Scheduler:
 
     # -- progress ------------------------------------------------------------------
 
-    def on_progress(self, job_id: str, done: float, total: float | None, message: str | None) -> None:
-        run = self.running.get(job_id)
+    def on_progress(self, report: Progress) -> None:
+        run = self.running.get(report.job_id)
         if run is None:
             return
         rec = run.rec
-        rec.progress, rec.total, rec.message = done, total, message or rec.message
+        rec.progress, rec.total, rec.message = report.done, report.total, report.message or rec.message
         run.last_progress = time.time()
         self.s.store.update(rec, "progress", "total", "message")
-        self._notify(job_id)
+        self._notify(rec.id)
 
     def _catch_up_progress(self, run: RunningJob) -> None:
         """The job's last progress report, from its progress.json: one sent while the daemon
         was down (or dropped by a full socket) never reached on_progress."""
-        report = read_json(run.files.progress)  # written by the job's user: checked like any input
-        try:
-            done = float(report["progress"])
-            total = None if report.get("total") is None else float(report["total"])
-        except (TypeError, KeyError, ValueError):
-            return
-        message = report.get("message") if isinstance(report.get("message"), str) else None
+        report = parse_progress(read_json(run.files.progress, MAX_REPORT_BYTES), run.rec.id)
         rec = run.rec
-        if (done, total, message or rec.message) != (rec.progress, rec.total, rec.message):
-            self.on_progress(rec.id, done, total, message)
+        if report and (report.done, report.total, report.message or rec.message) != (rec.progress, rec.total,
+                                                                                     rec.message):
+            self.on_progress(report)
 
     # -- dispatching ---------------------------------------------------------------
 
@@ -427,5 +422,5 @@ def _ending_text(rec: JobRecord) -> str:
     if rec.error_type:
         text += f": {rec.error_type}: {rec.error_message}"
     if rec.signal:
-        text += f" (ended by {signal.Signals(rec.signal).name})"
+        text += f" (ended by {signal_name(rec.signal)})"
     return text

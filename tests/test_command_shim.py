@@ -4,6 +4,7 @@ output lines, the ::progress / ::log protocol, exit codes, signal deaths, a miss
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +23,7 @@ printf 'bad \377 cut \342\202 end\n'
 echo '::progress 1 4'
 echo '::progress 2 4 half  way'
 echo '::progress nonsense'
+echo '::progress 1_000 4'
 echo '::log for the user'
 printf 'nul\000byte\n'
 printf 'no newline'
@@ -40,9 +42,10 @@ def _job_lines(d: DaemonProcess, job_id: str) -> list[str]:
     return [line.split(" ", 1)[1] for line in d.client.log(job_id).splitlines()]
 
 
-def _user_lines(d: DaemonProcess, job_id: str) -> list[str]:
-    text = (d.log_dir / "users" / "root.log").read_text(errors="strict")
-    return [line.split(f" {job_id} sh_script ", 1)[1] for line in text.splitlines() if f" {job_id} " in line]
+def _user_lines(d: DaemonProcess, status: dict) -> list[str]:
+    text = (d.log_dir / "users" / f"{status['log_user']}.log").read_text(errors="strict")
+    marker = f" {status['id']} sh_script "
+    return [line.split(marker, 1)[1] for line in text.splitlines() if marker in line]
 
 
 def test_output_progress_and_log_lines(shim_daemon: DaemonProcess) -> None:
@@ -51,10 +54,10 @@ def test_output_progress_and_log_lines(shim_daemon: DaemonProcess) -> None:
     assert status["state"] == "succeeded" and status["result"] == {"exit_code": 0}, d.client.log(status["id"])
     assert (status["progress"], status["total"], status["message"]) == (2, 4, "half  way")
     assert _job_lines(d, status["id"]) == [
-        "plain line", "a\\rb", "bad \ufffd cut \ufffd end", "::progress nonsense", "for the user",
+        "plain line", "a\\rb", "bad \ufffd cut \ufffd end", "::progress nonsense", "::progress 1_000 4", "for the user",
         "nul\x00byte", "no newline",
     ]
-    lines = _user_lines(d, status["id"])
+    lines = _user_lines(d, status)
     assert "progress 2/4: half  way" in lines and "for the user" in lines
     assert not any(line.startswith("progress 1/4") for line in lines), "progress without a message is no event"
 
@@ -118,3 +121,26 @@ def test_a_command_that_ends_while_the_daemon_is_down_reports_its_exit_code(shim
     assert (status["state"], status["exit_code"], status["reason"]) == ("failed", 5, None), status
     assert status["error"] == {"type": "CommandFailed", "message": "/bin/sh exited with code 5"}
     assert (status["progress"], status["total"]) == (1, 1)
+
+
+def test_progress_messages_keep_quotes_and_backslashes_and_the_last_report_always_arrives(
+        shim_daemon: DaemonProcess) -> None:
+    d = shim_daemon
+    # A burst far above ten reports a second: all but the final one may be dropped, never it.
+    script = r"""i=0; while [ $i -lt 49 ]; do i=$((i+1)); echo "::progress $i 50"; done
+echo '::progress 49.5 50 say "hi" \\ there'; echo '::progress 50 50'"""
+    status = d.wait(d.submit("sh_script", {"script": script})["id"])
+    assert status["state"] == "succeeded"
+    assert (status["progress"], status["total"], status["message"]) == (50, 50, 'say "hi" \\ there')
+    assert 'progress 49.5/50: say "hi" \\ there' in _user_lines(d, status)
+
+
+def test_sigterm_to_the_job_process_alone_reaches_the_command(shim_daemon: DaemonProcess) -> None:
+    d = shim_daemon
+    script = "trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 0.05; done"
+    job_id = d.submit("sh_script", {"script": script})["id"]
+    wait_until(lambda: "ready" in d.client.log(job_id), what="the command to start")
+    os.kill(d.client.status(job_id)["pid"], signal.SIGTERM)  # the job's own process, which this test started
+    status = d.wait(job_id)
+    assert "got TERM" in d.client.log(job_id)
+    assert (status["state"], status["exit_code"], status["reason"]) == ("failed", 3, None), status

@@ -27,19 +27,20 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def read_json(path: Path) -> Any:
-    """None unless `path` is a regular file holding JSON: a job user's symlink (to a secret)
-    or FIFO (to hang the daemon) in its run dir is ignored."""
+def read_json(path: Path, max_bytes: int | None = None) -> Any:
+    """None unless `path` is a regular file holding JSON (of at most `max_bytes`): a job
+    user's symlink (to a secret), FIFO (to hang the daemon) or huge file in its run dir is ignored."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or (max_bytes is not None and info.st_size > max_bytes):
             return None
         try:
             return json.loads(f.read())
-        except ValueError:
+        except (ValueError, RecursionError):  # a job user's deeply nested JSON raises the latter
             return None
 
 

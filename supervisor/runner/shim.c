@@ -11,7 +11,13 @@
  *   EVENTS is "" when there is no progress socket; USER_LOG_FD is -1 unless the job process
  *   holds the user log open for us (a job run as another user may append but not open it);
  *   PID is the command, OUTPUT_FD the read end of its output pipe, NAME its argv[0].
+ *        runspace-shim --protocol   prints PROTOCOL: shim.py uses no binary built for another.
+ *
+ * The progress protocol's grammar (shared with command.py): fields are separated by ASCII
+ * whitespace, and DONE and TOTAL are ASCII decimal numbers (or inf, infinity, nan).
  */
+#define PROTOCOL 2
+
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +27,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -41,21 +49,25 @@ static struct {
     int user_log_fd;
 } cfg;
 
-static volatile pid_t child;
+static volatile sig_atomic_t child; /* the command's pid until it is reaped, then 0 */
 static double last_progress_sent = -1.0;
 
 /* ---- growable buffers ---- */
 
+/* Room for n more bytes and the terminating NUL. */
+static void buf_reserve(struct buf *b, size_t n) {
+    if (b->len + n + 1 <= b->cap) return;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + n + 1) cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p) _exit(70); /* EX_SOFTWARE: out of memory in a 0.1 MB program */
+    b->p = p;
+    b->cap = cap;
+}
+
 static void buf_add(struct buf *b, const char *data, size_t n) {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) _exit(70); /* EX_SOFTWARE: out of memory in a 0.1 MB program */
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, data, n);
+    buf_reserve(b, n);
+    if (n) memcpy(b->p + b->len, data, n);
     b->len += n;
     b->p[b->len] = '\0';
 }
@@ -64,12 +76,16 @@ static void buf_adds(struct buf *b, const char *s) { buf_add(b, s, strlen(s)); }
 
 static void buf_addf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void buf_addf(struct buf *b, const char *fmt, ...) {
-    char tmp[512];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    if (n > 0) buf_add(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+    if (n <= 0) return;
+    buf_reserve(b, (size_t)n);
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
 }
 
 /* ---- text: UTF-8 repair, one-line form, JSON ---- */
@@ -132,6 +148,12 @@ static void add_json_number(struct buf *out, double x) {
     }
 }
 
+/* As Python formats a float with :g (C prints a negative NaN as -nan). */
+static void add_g(struct buf *out, double x) {
+    if (isnan(x)) buf_adds(out, "nan");
+    else buf_addf(out, "%g", x);
+}
+
 /* ---- log lines ---- */
 
 /* logs.stamp: 2026-01-31T12:00:00.123Z, UTC, milliseconds truncated. */
@@ -189,16 +211,24 @@ static void user_event(const char *text, size_t n) {
 /* files.write_json_atomic: a fresh O_EXCL|O_NOFOLLOW temp file renamed over the target, so a
  * symlink planted in the run dir never redirects the write. */
 static void write_json_atomic(const char *path, const struct buf *json) {
-    char tmp[4096];
+    struct buf tmp = {0};
     const char *slash = strrchr(path, '/');
-    int dir_len = slash ? (int)(slash - path) + 1 : 0;
-    snprintf(tmp, sizeof tmp, "%.*s.%s.%d", dir_len, path, slash ? slash + 1 : path, (int)getpid());
-    unlink(tmp);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (fd < 0) return;
-    write_all(fd, json->p, json->len);
-    close(fd);
-    rename(tmp, path);
+    size_t dir_len = slash ? (size_t)(slash - path) + 1 : 0;
+    buf_add(&tmp, path, dir_len);
+    buf_addf(&tmp, ".%s.%d", path + dir_len, (int)getpid());
+    unlink(tmp.p);
+    int fd = open(tmp.p, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+        write_all(fd, json->p, json->len);
+        close(fd);
+    }
+    if (fd < 0 || rename(tmp.p, path) < 0) {
+        struct buf msg = {0};
+        buf_addf(&msg, "runspace: cannot write %s: %s", path, strerror(errno));
+        job_line(msg.p, msg.len);
+        free(msg.p);
+    }
+    free(tmp.p);
 }
 
 static void send_event(const struct buf *json) {
@@ -223,8 +253,10 @@ static double monotonic(void) {
 static void report_progress(double done, double total, const char *message, size_t message_len) {
     if (message) {
         struct buf ev = {0};
-        if (total != 0) buf_addf(&ev, "progress %g/%g: ", done, total);
-        else buf_addf(&ev, "progress %g: ", done);
+        buf_adds(&ev, "progress ");
+        add_g(&ev, done);
+        if (total != 0) buf_adds(&ev, "/"), add_g(&ev, total);
+        buf_adds(&ev, ": ");
         buf_add(&ev, message, message_len);
         user_event(ev.p, ev.len);
         free(ev.p);
@@ -253,37 +285,48 @@ static void report_progress(double done, double total, const char *message, size
 
 static int is_space(char c) { return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f); }
 
-static const char *skip_space(const char *s) {
-    while (*s && is_space(*s)) s++;
+static const char *skip_space(const char *s, const char *end) {
+    while (s < end && is_space(*s)) s++;
     return s;
 }
 
-/* The next whitespace-separated word of *s as a number, as Python's float() would take it. */
-static int next_number(const char **s, double *out) {
-    const char *start = skip_space(*s), *end = start;
-    while (*end && !is_space(*end)) end++;
-    if (end == start) return 0;
+/* A decimal number (or inf, infinity, nan): what command._NUMBER matches. */
+static int is_number_word(const char *w, size_t n) {
+    const char *digits = "0123456789+-.eE";
+    size_t signs = n && (w[0] == '+' || w[0] == '-');
+    static const char *const words[] = {"inf", "infinity", "nan"};
+    for (size_t i = 0; i < sizeof words / sizeof *words; i++)
+        if (n - signs == strlen(words[i]) && strncasecmp(w + signs, words[i], n - signs) == 0) return 1;
+    for (size_t i = 0; i < n; i++)
+        if (!strchr(digits, w[i]) || !w[i]) return 0;
+    return n > 0;
+}
+
+/* The next word of [*s, end) as a number; strtod must take all of it. */
+static int next_number(const char **s, const char *end, double *out) {
+    const char *start = skip_space(*s, end), *stop = start;
+    while (stop < end && !is_space(*stop)) stop++;
     char word[64];
-    if ((size_t)(end - start) >= sizeof word) return 0;
-    memcpy(word, start, end - start);
-    word[end - start] = '\0';
-    if (strpbrk(word, "xX")) return 0; /* strtod reads hex floats, Python's float() does not */
+    size_t n = (size_t)(stop - start);
+    if (!is_number_word(start, n) || n >= sizeof word) return 0;
+    memcpy(word, start, n);
+    word[n] = '\0';
     char *rest;
     *out = strtod(word, &rest);
-    *s = end;
-    return *rest == '\0';
+    *s = stop;
+    return rest == word + n;
 }
 
 /* command._handle_line: `::progress DONE TOTAL [message]`, `::log text`, or a job-log line.
  * `line` is NUL-terminated but may hold NULs of its own: n is its length. */
 static void handle_line(const char *line, size_t n) {
+    const char *end = line + n;
     if (strncmp(line, "::progress ", 11) == 0) {
         const char *rest = line + 11;
         double done, total;
-        if (next_number(&rest, &done) && next_number(&rest, &total)) {
-            rest = skip_space(rest);
-            size_t left = n - (rest - line);
-            report_progress(done, total, left ? rest : NULL, left);
+        if (next_number(&rest, end, &done) && next_number(&rest, end, &total)) {
+            rest = skip_space(rest, end);
+            report_progress(done, total, rest < end ? rest : NULL, (size_t)(end - rest));
             return;
         }
     } else if (strncmp(line, "::log ", 6) == 0) {
@@ -301,14 +344,15 @@ static void relay_output(int fd) {
         ssize_t n = read(fd, chunk, sizeof chunk);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) break; /* EOF: the command and every descendant holding its stdout are done */
+        size_t scanned = pending.len; /* bytes before it hold no newline */
         buf_add(&pending, chunk, (size_t)n);
-        char *start = pending.p, *nl;
-        while ((nl = memchr(start, '\n', pending.len - (start - pending.p)))) {
+        char *start = pending.p, *nl, *from = pending.p + scanned;
+        while ((nl = memchr(from, '\n', pending.len - (size_t)(from - pending.p)))) {
             struct buf line = {0};
             add_utf8(&line, start, nl - start);
             handle_line(line.p ? line.p : "", line.len);
             free(line.p);
-            start = nl + 1;
+            start = from = nl + 1;
         }
         pending.len -= start - pending.p;
         memmove(pending.p, start, pending.len);
@@ -336,6 +380,8 @@ static const char *signal_name(int sig) {
         [SIGPWR] = "SIGPWR",   [SIGSYS] = "SIGSYS",       [SIGSTKFLT] = "SIGSTKFLT",
     };
     if (sig > 0 && sig < (int)(sizeof names / sizeof *names) && names[sig]) return names[sig];
+    if (sig == SIGRTMIN) return "SIGRTMIN"; /* as Python's signal.Signals names them */
+    if (sig == SIGRTMAX) return "SIGRTMAX";
     static char other[16];
     snprintf(other, sizeof other, "signal %d", sig);
     return other;
@@ -359,17 +405,22 @@ static void write_result(const char *state, const char *error_type, const char *
 
 static void forward_sigterm(int sig) {
     (void)sig;
-    if (child > 0) kill(child, SIGTERM); /* the command gets its chance to clean up */
+    int saved = errno;
+    if (child > 0) kill((pid_t)child, SIGTERM); /* the command gets its chance to clean up */
+    errno = saved;
 }
 
 /* The command's outcome as result.json; the exit code is ours (1 unless it succeeded). */
 static int report_outcome(pid_t pid, const char *raw_name) {
     struct buf name = {0}, msg = {0};
     add_utf8(&name, raw_name, strlen(raw_name));
-    int status;
-    pid_t got;
-    while ((got = waitpid(pid, &status, 0)) < 0 && errno == EINTR) {}
-    if (got < 0) return 70; /* no status to report: the daemon says how the job process ended */
+    /* Ended but not reaped (WNOWAIT): its pid cannot be reused while SIGTERM may still be forwarded. */
+    siginfo_t info;
+    int waited, status;
+    while ((waited = waitid(P_PID, (id_t)pid, &info, WEXITED | WNOWAIT)) < 0 && errno == EINTR) {}
+    child = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    if (waited < 0) return 70; /* not our child: the daemon says how the job process ended */
     int rc = 1;
     if (WIFSIGNALED(status)) {
         buf_addf(&msg, "%s was killed by %s", name.p, signal_name(WTERMSIG(status)));
@@ -387,6 +438,13 @@ static int report_outcome(pid_t pid, const char *raw_name) {
 }
 
 int main(int argc, char **argv) {
+    /* First: exec made us dumpable, and a job's user must not take the held user-log fd
+     * (pidfd_getfd) or read our memory; the Python job process was not dumpable either. */
+    prctl(PR_SET_DUMPABLE, 0);
+    if (argc == 2 && strcmp(argv[1], "--protocol") == 0) {
+        printf("%d\n", PROTOCOL);
+        return 0;
+    }
     if (argc != 11) {
         fprintf(stderr, "usage: runspace-shim RESULT PROGRESS EVENTS USER_LOG USER_LOG_FD JOB_ID JOB PID OUTPUT_FD NAME\n");
         return 64; /* EX_USAGE */

@@ -9,15 +9,19 @@ shim is built, command.relay_command does the same work in Python.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loguru import logger
+
 from supervisor.logs import job_line
 from supervisor.runner.files import RunFiles
 
 _BINARY = Path(__file__).with_name("runspace-shim")
+PROTOCOL = "2"  # shim.c's PROTOCOL: its command line and result format
 
 
 @dataclass(frozen=True)
@@ -30,8 +34,19 @@ class ShimJob:
 
 
 def native_shim() -> Path | None:
-    """The built shim, or None (there was no C compiler when the package was installed)."""
-    return _BINARY if os.access(_BINARY, os.X_OK) else None
+    """The built shim, or None: there was no C compiler when the package was installed, or
+    the binary is from another version of shim.c (an editable checkout not reinstalled)."""
+    if not os.access(_BINARY, os.X_OK):
+        return None
+    try:
+        answer = subprocess.run([_BINARY, "--protocol"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        answer = ""
+    if answer != PROTOCOL:
+        logger.warning("{} speaks protocol {!r}, not {}: reinstall runspace to rebuild it; command jobs use the "
+                       "Python shim meanwhile", _BINARY, answer, PROTOCOL)
+        return None
+    return _BINARY
 
 
 def shim_argv(shim: Path, command: ShimJob, spec: dict[str, Any], files: RunFiles,

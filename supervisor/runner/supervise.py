@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ import anyio
 
 from supervisor.logs import job_log_path
 from supervisor.models import JobRecord, JobState, KillReason
+from supervisor.reports import MAX_REPORT_BYTES, check_result, signal_name
 from supervisor.runner.files import RunFiles, read_json
 from supervisor.runner.kill import kill_tree
 from supervisor.runner.tree import JobTree, tree_rss
@@ -134,9 +134,9 @@ async def _forked_exit_status(run: RunningJob, wait: float = 0.5) -> int | None:
     if it has exited (a reload), the job was re-parented to us and our reaper reports it."""
     with anyio.move_on_after(wait):
         while run.exit_status is None:
-            report = read_json(run.files.exit_status)
-            if report is not None:
-                return int(report["status"])
+            report = read_json(run.files.exit_status, MAX_REPORT_BYTES)  # in the job user's run dir
+            if isinstance(report, dict) and isinstance(report.get("status"), int) and 0 <= report["status"] < 2**16:
+                return report["status"]
             if not run.files.dir.exists():
                 break
             await run.nap(0.02)
@@ -163,12 +163,15 @@ def _kill_message(run: RunningJob) -> str:
 def _status_fields(status: int | None) -> tuple[int | None, int | None]:
     if status is None:
         return None, None
-    code = os.waitstatus_to_exitcode(status)
+    try:
+        code = os.waitstatus_to_exitcode(status)
+    except ValueError:  # not an exit (a forged exit_status.json)
+        return None, None
     return (None, -code) if code < 0 else (code, None)
 
 
 def outcome_of(run: RunningJob) -> Outcome:
-    report = read_json(run.files.result)
+    report = check_result(read_json(run.files.result))
     exit_code, sig = _status_fields(run.exit_status)
     # A job we killed is reported as killed even when it wrote a failure of its own: a
     # command's shim outlives the SIGTERM to report that its command died of it.
@@ -198,7 +201,7 @@ def outcome_of(run: RunningJob) -> Outcome:
             killed_at=run.killed_at,
         )
     if run.exit_status is not None:
-        how = f"signal {signal.Signals(sig).name}" if sig else f"exit code {exit_code}"
+        how = f"signal {signal_name(sig)}" if sig else f"exit code {exit_code}"
         return Outcome(JobState.FAILED, error_type="ProcessDied",
                        error_message=f"the job process ended with {how} before reporting a result",
                        exit_code=exit_code, signal=sig)

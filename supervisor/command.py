@@ -43,7 +43,11 @@ def check_argv(argv: Any) -> list[str]:
 def start_command(argv: list[str]) -> tuple[int, int]:
     """Start argv in the current directory with stdout and stderr on a pipe: (pid, the pipe's
     read end). posix_spawnp: a vfork, cheap even from a large process; FileNotFoundError and
-    the like are raised here, naming the program."""
+    the like are raised here, naming the program.
+
+    SIGTERM stays blocked in this process from here until a relay (relay_command, or
+    runspace-shim after the exec) can forward it: until then it would end us, not the command."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     read_end, write_end = os.pipe()
     try:
         pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=[
@@ -69,6 +73,7 @@ def relay_command(pid: int, output: int, name: str, ctx: JobContext) -> dict[str
             os.kill(pid, signal.SIGTERM)
 
     previous = signal.signal(signal.SIGTERM, forward)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # blocked by start_command
     try:
         with os.fdopen(output, "rb") as lines:
             for raw in lines:

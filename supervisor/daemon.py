@@ -27,7 +27,7 @@ from supervisor.runner.cgroups import JobCgroups, detect_cgroup_root
 from supervisor.runner.forkserver import ForkServer
 from supervisor.runner.identity import prepare_shared_dirs
 from supervisor.runner.reap import Reaper, become_subreaper
-from supervisor.runner.shim import native_shim
+from supervisor.runner.shim import holds_fds_safely, native_shim
 from supervisor.scheduler import Scheduler, Services
 from supervisor.settings import Settings, default_config_file
 from supervisor.store import Store, is_shared, open_store
@@ -131,6 +131,9 @@ class Daemon:
         self.cgroups = cgroups = self._cgroups()
         self.forkserver = ForkServer() if s.fork_server else None
         shim = native_shim() if s.native_shim else None
+        if shim and os.geteuid() == 0 and not holds_fds_safely(shim):
+            logger.warning("{} is readable by others: jobs run as other users relay their commands in Python; "
+                           "`chmod 0711 {}` lets them use it", shim, shim)
         services = Services(s, self.store, UserLog(s.logs, s.log_rotation, s.log_retention), Reaper(), cgroups,
                             events_path, self.forkserver, shim)
         cluster = self._cluster()
@@ -204,8 +207,11 @@ class Daemon:
                     report = None
                 if report is None:
                     logger.debug("ignored a malformed progress report")
-                else:
+                    continue
+                try:
                     self.scheduler.on_progress(report)
+                except Exception:  # a report the store refuses must not end the daemon
+                    logger.exception("could not record a progress report for job {}", report.job_id)
 
 
 def check_config_trusted(settings: Settings) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -125,7 +126,8 @@ class JobStatus(BaseModel):
     def of(cls, rec: JobRecord) -> JobStatus:
         percent = None
         if rec.total:
-            percent = round(100.0 * (rec.progress or 0) / rec.total, 1)
+            percent = round((rec.progress or 0) / rec.total * 100.0, 1)
+            percent = percent if math.isfinite(percent) else None  # 1e307 of 1e-307, say
         error = JobError(type=rec.error_type, message=rec.error_message or "") if rec.error_type else None
         return cls(
             id=rec.id,

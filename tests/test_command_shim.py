@@ -11,6 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from supervisor.runner.shim import holds_fds_safely, native_shim
 from tests.conftest import DaemonProcess, wait_until
 
 # Every byte the job prints: a plain line, a CR inside a line, invalid UTF-8 (\377, and a cut
@@ -144,3 +145,33 @@ def test_sigterm_to_the_job_process_alone_reaches_the_command(shim_daemon: Daemo
     status = d.wait(job_id)
     assert "got TERM" in d.client.log(job_id)
     assert (status["state"], status["exit_code"], status["reason"]) == ("failed", 3, None), status
+
+
+def test_sigterm_before_the_relay_is_ready_still_reaches_the_command(shim_daemon: DaemonProcess) -> None:
+    """The command's first act signals its parent, the job process, which may not have its
+    forwarding handler yet: the signal must wait for it, not end the job process."""
+    d = shim_daemon
+    script = "trap 'echo got TERM; exit 3' TERM; kill -TERM $PPID; while :; do sleep 0.05; done"
+    status = d.wait(d.submit("sh_script", {"script": script})["id"])
+    assert (status["state"], status["exit_code"], status["error"]["type"]) == ("failed", 3, "CommandFailed"), status
+    assert "got TERM" in d.client.log(status["id"])
+
+
+def test_progress_out_of_float_range_leaves_the_status_readable(shim_daemon: DaemonProcess) -> None:
+    d = shim_daemon
+    status = d.wait(d.submit("sh_script", {"script": "echo '::progress 1e307 1e-300 huge'"})["id"])
+    assert status["state"] == "succeeded" and status["percent_complete"] is None
+    assert d.client.status(status["id"])["message"] == "huge"
+
+
+def test_a_shim_others_can_read_is_not_trusted_with_a_run_as_jobs_fds(tmp_path: Path) -> None:
+    """exec of a binary its user may read makes the process dumpable until shim.c's first
+    prctl: then a job's user could take the root-opened user-log fd (pidfd_getfd)."""
+    binary = tmp_path / "runspace-shim"
+    binary.write_bytes(b"")
+    binary.chmod(0o711)
+    assert holds_fds_safely(binary)
+    binary.chmod(0o755)
+    assert not holds_fds_safely(binary)
+    built = native_shim()
+    assert built is not None and holds_fds_safely(built), "setup.py installs runspace-shim 0711"

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from tests.conftest import DaemonProcess
+from tests.conftest import DaemonProcess, wait_until
 
 
 def watch(daemon: DaemonProcess, job_id: str, timeout: float = 30) -> list[tuple[float, dict]]:
@@ -114,20 +114,29 @@ def test_malformed_reports_are_ignored_and_the_daemon_lives(daemon: DaemonProces
     running = daemon.submit("sleep", {"seconds": 30})
     huge = "1" + "0" * 400  # float() of it raises OverflowError
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    for packet in (f'{{"id": "{running["id"]}", "progress": {huge}}}', "[" * 100_000, '{"progress": 1}',
-                   f'{{"id": "{running["id"]}", "progress": "1", "total": []}}', "\xff"):
-        sock.sendto(packet.encode(errors="surrogateescape"), str(daemon.state_dir / "events.sock"))
+    rid = running["id"]
+    for packet in (f'{{"id": "{rid}", "progress": {huge}}}', "[" * 100_000, '{"progress": 1}',
+                   f'{{"id": "{rid}", "progress": "1", "total": []}}',
+                   f'{{"id": "{rid}", "progress": 1, "total": 2, "message": "\\ud800 and \\u0000"}}'):
+        sock.sendto(packet.encode(), str(daemon.state_dir / "events.sock"))
+    sock.sendto(b"\xff", str(daemon.state_dir / "events.sock"))
     sock.close()
+    wait_until(lambda: daemon.client.status(rid)["message"], what="the one storable report")
+    assert daemon.client.status(rid)["message"] == "\ufffd and \ufffd"
+    unreadable = ("ProcessDied", "Lost")  # as if it left no result: lost if the fork server recorded no status
     forged = [
-        {"progress": f'{{"id": "{{id}}", "progress": {huge}}}', "result": '{"state": "bogus"}'},
-        {"progress": "[" * 100_000, "result": "[" * 100_000},
-        {"result": '{"state": "succeeded", "exit_code": "zero", "signal": 99999}'},
+        ({"progress": f'{{"id": "{{id}}", "progress": {huge}}}', "result": '{"state": "bogus"}'}, ("InvalidResult",)),
+        ({"progress": "[" * 100_000, "result": "[" * 100_000}, unreadable),
+        ({"result": '{"state": "succeeded", "exit_code": "zero", "signal": 99999}'}, ("InvalidResult",)),
+        ({"result": '{"state": "succeeded", "result": {"text": "\\ud800"}, "exit_code": 0}'}, ("InvalidResult",)),
+        ({"result": '{"state": "succeeded", "result": ' + "[" * 70 + "]" * 70 + ', "exit_code": 0}'}, ("InvalidResult",)),
+        ({"result": '{"state": "succeeded", "result": NaN, "exit_code": 0}'}, ("InvalidResult",)),
     ]
-    for params in forged:
+    for params, expected in forged:
         status = daemon.wait(daemon.submit("forge_reports", params)["id"])
-        # As if it left no result: how it ended if the fork server recorded that, else lost.
-        assert status["state"] in ("failed", "lost") and status["error"]["type"] in ("ProcessDied", "Lost"), status
-        assert status["progress"] is None
+        assert status["state"] in ("failed", "lost") and status["progress"] is None, status
+        assert status["error"]["type"] in expected, status
+    assert len(daemon.client.list(job="forge_reports")["items"]) == len(forged)  # the list serialises them all
     assert daemon.client.request("GET", "/healthz").status_code == 200
     assert daemon.client.status(running["id"])["state"] == "running"
     assert daemon.wait(daemon.submit("echo", {"value": 1})["id"])["result"]["value"] == 1

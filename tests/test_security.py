@@ -214,8 +214,10 @@ def test_command_job_run_as_the_requestor_writes_to_its_user_log(users: LocalUse
     job process opened while still root."""
     d = multiuser(RUNSPACE_ALLOWED_USERS=users.alice.name)
     assert d.client.request("GET", "/healthz").json()["command_shim"] == "native"
-    if not value(as_user(users.alice, d, lambda _c: os.access(native_shim(), os.X_OK))):
-        pytest.skip(f"{users.alice.name} cannot reach {native_shim()} (a checkout under a private directory)")
+    shim = native_shim()
+    assert shim is not None, "runspace-shim was not built"
+    if not value(as_user(users.alice, d, lambda _c: os.access(shim, os.X_OK))):
+        pytest.skip(f"{users.alice.name} cannot reach {shim} (a checkout under a private directory)")
     script = "id -u; echo '::log hello from the shim'"
     status = value(as_user(users.alice, d, lambda c: c.submit("sh_script", {"script": script}, wait=30)[1]))
     assert status["state"] == "succeeded", d.client.log(status["id"])

@@ -38,8 +38,11 @@ def read_json(path: Path, max_bytes: int | None = None) -> Any:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or (max_bytes is not None and info.st_size > max_bytes):
             return None
+        data = f.read() if max_bytes is None else f.read(max_bytes + 1)  # the file may grow meanwhile
+        if max_bytes is not None and len(data) > max_bytes:
+            return None
         try:
-            return json.loads(f.read())
+            return json.loads(data)
         except (ValueError, RecursionError):  # a job user's deeply nested JSON raises the latter
             return None
 

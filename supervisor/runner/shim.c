@@ -306,15 +306,16 @@ static int is_number_word(const char *w, size_t n) {
 static int next_number(const char **s, const char *end, double *out) {
     const char *start = skip_space(*s, end), *stop = start;
     while (stop < end && !is_space(*stop)) stop++;
-    char word[64];
     size_t n = (size_t)(stop - start);
-    if (!is_number_word(start, n) || n >= sizeof word) return 0;
-    memcpy(word, start, n);
-    word[n] = '\0';
+    if (!is_number_word(start, n)) return 0;
+    struct buf word = {0};
+    buf_add(&word, start, n);
     char *rest;
-    *out = strtod(word, &rest);
+    *out = strtod(word.p, &rest);
+    int whole = rest == word.p + n;
+    free(word.p);
     *s = stop;
-    return rest == word + n;
+    return whole;
 }
 
 /* command._handle_line: `::progress DONE TOTAL [message]`, `::log text`, or a job-log line.
@@ -456,13 +457,15 @@ int main(int argc, char **argv) {
     int output = atoi(argv[9]);
     if (cfg.user_log_fd >= 0) fcntl(cfg.user_log_fd, F_SETFD, FD_CLOEXEC);
     fcntl(output, F_SETFD, FD_CLOEXEC);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL); /* the fork server may have handed us a blocked SIGCHLD */
     signal(SIGPIPE, SIG_IGN);
     child = pid;
     struct sigaction sa = {.sa_handler = forward_sigterm, .sa_flags = SA_RESTART};
     sigaction(SIGTERM, &sa, NULL);
+    /* Only now: the job process blocked SIGTERM when it started the command (a pending one is
+     * forwarded at once), and the fork server may have handed down a blocked SIGCHLD. */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
     relay_output(output);
     return report_outcome(pid, argv[10]);
 }

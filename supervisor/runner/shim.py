@@ -57,8 +57,20 @@ def shim_argv(shim: Path, command: ShimJob, spec: dict[str, Any], files: RunFile
             str(command.pid), str(command.output), command.name]
 
 
+def holds_fds_safely(shim: Path) -> bool:
+    """Whether the shim may hold a root-opened fd for a job's user: a binary its user cannot
+    read keeps the exec'd process non-dumpable (no pidfd_getfd) before shim.c says so itself."""
+    try:
+        return shim.stat().st_mode & 0o044 == 0
+    except OSError:
+        return False
+
+
 def exec_shim(shim: Path, command: ShimJob, spec: dict[str, Any], files: RunFiles, user_log_fd: int | None) -> None:
-    """Become the shim; returns only if it cannot be started (the caller relays the command itself)."""
+    """Become the shim; returns only if it cannot be started (the caller relays the command
+    itself), or must not be: a job run as another user, with a shim others may read."""
+    if user_log_fd is not None and not holds_fds_safely(shim):
+        return
     sys.stdout.flush()
     sys.stderr.flush()
     try:

@@ -13,7 +13,7 @@ import anyio
 
 from supervisor.logs import job_log_path
 from supervisor.models import JobRecord, JobState, KillReason
-from supervisor.reports import MAX_REPORT_BYTES, check_result, signal_name
+from supervisor.reports import MAX_REPORT_BYTES, MAX_RESULT_BYTES, InvalidReport, check_result, signal_name
 from supervisor.runner.files import RunFiles, read_json
 from supervisor.runner.kill import kill_tree
 from supervisor.runner.tree import JobTree, tree_rss
@@ -135,8 +135,9 @@ async def _forked_exit_status(run: RunningJob, wait: float = 0.5) -> int | None:
     with anyio.move_on_after(wait):
         while run.exit_status is None:
             report = read_json(run.files.exit_status, MAX_REPORT_BYTES)  # in the job user's run dir
-            if isinstance(report, dict) and isinstance(report.get("status"), int) and 0 <= report["status"] < 2**16:
-                return report["status"]
+            status = report.get("status") if isinstance(report, dict) else None
+            if isinstance(status, int) and not isinstance(status, bool) and 0 <= status < 2**16:
+                return status
             if not run.files.dir.exists():
                 break
             await run.nap(0.02)
@@ -171,8 +172,14 @@ def _status_fields(status: int | None) -> tuple[int | None, int | None]:
 
 
 def outcome_of(run: RunningJob) -> Outcome:
-    report = check_result(read_json(run.files.result))
     exit_code, sig = _status_fields(run.exit_status)
+    try:
+        report = check_result(read_json(run.files.result, MAX_RESULT_BYTES))
+    except InvalidReport as exc:
+        if run.kill_reason is None:
+            return Outcome(JobState.FAILED, error_type="InvalidResult", exit_code=exit_code, signal=sig,
+                           error_message=f"the job's result cannot be recorded: {exc}")
+        report = None
     # A job we killed is reported as killed even when it wrote a failure of its own: a
     # command's shim outlives the SIGTERM to report that its command died of it.
     if report is not None and (run.kill_reason is None or report.get("state") == JobState.SUCCEEDED.value):

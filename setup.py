@@ -2,7 +2,7 @@
 
 Everything else is declared in pyproject.toml. The shim is a plain executable, not a Python
 extension; where no C compiler is found the build goes on without it and command jobs use the
-Python shim (supervisor/command.py), which behaves the same with ~3 MB more memory per job.
+Python relay (supervisor/command.py), which behaves the same with ~3 MB more memory per job.
 """
 
 import os
@@ -36,7 +36,7 @@ class BuildShim(build_ext):
             # holds (shim.c also says so itself, first thing). A wheel installer may reset it.
             target.chmod(0o711)
         except Exception as exc:  # CompileError, LinkError, or no compiler at all
-            print(f"warning: runspace-shim not built ({exc}); command jobs will use the Python shim")
+            print(f"warning: runspace-shim not built ({exc}); command jobs will use the Python relay")
 
 
 setup(

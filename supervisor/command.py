@@ -64,7 +64,7 @@ def start_command(argv: list[str]) -> tuple[int, int]:
 
 
 def relay_command(pid: int, output: int, name: str, ctx: JobContext) -> dict[str, Any]:
-    """The Python shim (runspace-shim does the same in C): the command's output lines to the
+    """The Python relay (runspace-shim does the same in C): the command's output lines to the
     job log, progress and user log, then its outcome."""
     reaped = False
 

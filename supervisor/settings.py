@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     )
     native_shim: bool = Field(
         True, description="Supervise command jobs with the native runspace-shim where it is built (~0.1 MB a job, "
-                          "not ~3 MB); false: the Python one."
+                          "not ~3 MB); false: the Python relay."
     )
     cgroup_root: Path | None = Field(
         None, description="A delegated cgroup v2 directory for per-job cgroups (auto-detected when unset)."

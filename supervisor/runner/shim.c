@@ -171,7 +171,7 @@ static void write_all(int fd, const char *p, size_t n) {
     while (n > 0) {
         ssize_t w = write(fd, p, n);
         if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return; /* a full disk loses the line, as in the Python shim */
+        if (w <= 0) return; /* a full disk loses the line, as in the Python relay */
         p += w, n -= (size_t)w;
     }
 }

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loguru import logger
-
 from supervisor.logs import job_line
 from supervisor.runner.files import RunFiles
 
@@ -43,8 +41,10 @@ def native_shim() -> Path | None:
     except (OSError, subprocess.SubprocessError):
         answer = ""
     if answer != PROTOCOL:
+        from loguru import logger  # the daemon's; job processes import this module too
+
         logger.warning("{} speaks protocol {!r}, not {}: reinstall runspace to rebuild it; command jobs use the "
-                       "Python shim meanwhile", _BINARY, answer, PROTOCOL)
+                       "Python relay meanwhile", _BINARY, answer, PROTOCOL)
         return None
     return _BINARY
 

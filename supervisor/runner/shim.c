@@ -35,8 +35,6 @@
 #include <time.h>
 #include <unistd.h>
 
-extern char **environ;
-
 #define PROGRESS_INTERVAL 0.1 /* at most ten progress reports a second reach the daemon */
 
 struct buf {

@@ -61,6 +61,12 @@ def _finite(value: Any) -> bool:
         return False
 
 
+def parse_exit_status(report: Any) -> int | None:
+    """The raw wait status in exit_status.json (the fork server's, but in the job user's run dir)."""
+    status = report.get("status") if isinstance(report, dict) else None
+    return status if status is not None and _small_int(status, 0, 2**16) else None
+
+
 def check_result(report: Any) -> dict[str, Any] | None:
     """A result.json (already read) that can be recorded as written; None when there is none.
     Raises InvalidReport, naming what is wrong, for one that cannot."""

@@ -10,9 +10,7 @@ from bench.context import Context
 from bench.harness import RunspaceDaemon, marked_processes, wait_for
 from bench.peers import Tsp, have
 from bench.report import Row
-from supervisor.runner.files import MARKER_PLACEHOLDER
-
-_JOB_VAR = "RUNSPACE_JOB_ID"
+from supervisor.runner.files import ENV_MARKER, MARKER_PLACEHOLDER
 
 
 def _pss(proc: psutil.Process) -> int:
@@ -40,7 +38,7 @@ def _job_processes() -> list[psutil.Process]:
     found = []
     for proc in marked_processes():
         try:
-            if _JOB_VAR in proc.environ():
+            if ENV_MARKER in proc.environ():
                 found.append(proc)
         except psutil.Error:
             continue
@@ -71,7 +69,7 @@ def runspace_memory(ctx: Context, job: str, count: int) -> tuple[float, float, f
         # Everything of the jobs that is not the `sleep` itself is shim: the worker process,
         # plus any helper the daemon runs for jobs (its children other than the jobs).
         shims = [p for p in _job_processes() if not _is_sleep(p) and not _is_spare(p)] if job == "sleep_cmd" else []
-        helpers = [p for p in _descendants(d.pid) if _JOB_VAR not in _environ(p) or _is_spare(p)]
+        helpers = [p for p in _descendants(d.pid) if ENV_MARKER not in _environ(p) or _is_spare(p)]
         helper_pss = sum(_pss(p) for p in helpers)
         shim_pss = sum(_pss(p) for p in shims) + helper_pss
         return rss / 2**20, (rss - idle_rss) / 2**20, shim_pss / 2**20 / count, helper_pss / 2**20 / count
@@ -81,7 +79,7 @@ def runspace_memory(ctx: Context, job: str, count: int) -> tuple[float, float, f
 
 def _is_spare(proc: psutil.Process) -> bool:
     """A fork-server child forked ahead, waiting for a job: it carries the marker's placeholder."""
-    return _environ(proc).get(_JOB_VAR) == MARKER_PLACEHOLDER
+    return _environ(proc).get(ENV_MARKER) == MARKER_PLACEHOLDER
 
 
 def _environ(proc: psutil.Process) -> dict[str, str]:

@@ -13,7 +13,8 @@ import anyio
 
 from supervisor.logs import job_log_path
 from supervisor.models import JobRecord, JobState, KillReason
-from supervisor.reports import MAX_REPORT_BYTES, MAX_RESULT_BYTES, InvalidReport, check_result, signal_name
+from supervisor.reports import (MAX_REPORT_BYTES, MAX_RESULT_BYTES, InvalidReport, check_result, parse_exit_status,
+                               signal_name)
 from supervisor.runner.files import RunFiles, read_json
 from supervisor.runner.kill import kill_tree
 from supervisor.runner.tree import JobTree, tree_rss
@@ -134,9 +135,8 @@ async def _forked_exit_status(run: RunningJob, wait: float = 0.5) -> int | None:
     if it has exited (a reload), the job was re-parented to us and our reaper reports it."""
     with anyio.move_on_after(wait):
         while run.exit_status is None:
-            report = read_json(run.files.exit_status, MAX_REPORT_BYTES)  # in the job user's run dir
-            status = report.get("status") if isinstance(report, dict) else None
-            if isinstance(status, int) and not isinstance(status, bool) and 0 <= status < 2**16:
+            status = parse_exit_status(read_json(run.files.exit_status, MAX_REPORT_BYTES))
+            if status is not None:
                 return status
             if not run.files.dir.exists():
                 break

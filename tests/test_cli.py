@@ -150,3 +150,20 @@ def test_run_debug_opens_post_mortem_on_exception(tmp_path: Path) -> None:
                          input="p params.message\nc\n", capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert "(Pdb)" in out.stdout and "'deep'" in out.stdout
+
+
+def test_reads_name_unknown_ids_and_carry_filters_and_pages_larger_than_one_read(daemon: DaemonProcess) -> None:
+    # status, list and cancel go through the CLI's lean client (supervisor/fastclient.py)
+    unknown = "0123456789abcdef0123"
+    for command in ("status", "cancel"):
+        out = daemon.cli(command, unknown)
+        assert out.returncode == 2 and f"no job {unknown}" in out.stderr and "Traceback" not in out.stderr
+    _, batch = daemon.client.submit_batch("echo", [{"value": f"{i:03} " + "x" * 600} for i in range(150)])
+    for job_id in batch["job_ids"]:
+        daemon.wait(job_id)
+    out = daemon.cli("list", "--batch", batch["batch_id"], "--state", "succeeded", "--limit", "1000", "--json")
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout) > 65536  # more than one read of the socket
+    page = json.loads(out.stdout)
+    assert sorted(item["id"] for item in page["items"]) == sorted(batch["job_ids"])
+    assert json.loads(daemon.cli("list", "--state", "failed", "--json").stdout)["items"] == []

@@ -1,4 +1,8 @@
-"""`runspace status ID` as a cold CLI process vs `python -c pass` (and tsp's C client)."""
+"""`runspace status ID` as a cold CLI process vs `python -c pass` (and tsp's C client).
+
+`python -c "import click"` runs beside them: the CLI must use click (CONTRACT §6), so that
+import is a floor of ours, and it shows what is left for everything else.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +40,8 @@ def run(ctx: Context) -> list[Row]:
     try:
         job_id = d.client.submit("noop", wait=10)["id"]
         commands = {"runspace": ([str(Path(sys.executable).parent / "runspace"), "status", job_id], d.env),
-                    "python -c pass": ([sys.executable, "-c", "pass"], d.env)}
+                    "python -c pass": ([sys.executable, "-c", "pass"], d.env),
+                    "python -c 'import click'": ([sys.executable, "-c", "import click"], d.env)}
         if tsp is not None:
             tsp_job = tsp.submit("true")
             tsp.tsp("-w", str(tsp_job))

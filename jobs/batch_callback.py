@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 
-from supervisor import JobContext, job
-from supervisor.batches import CallbackPayload
+from supervisor import CallbackPayload, JobContext, job
 
 
 @job(timeout=60)

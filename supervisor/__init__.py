@@ -1,4 +1,5 @@
-"""runspace: a supervised job runner. Job modules import `job`, `command_job` and `JobContext` from here."""
+"""runspace: a supervised job runner. Job modules import `job`, `command_job`, `JobContext` and
+`CallbackPayload` (a batch callback's params) from here."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from supervisor.context import JobContext
+    from supervisor.models import CallbackPayload
     from supervisor.registry import command_job, job
 
-__all__ = ["JobContext", "command_job", "job"]
+__all__ = ["CallbackPayload", "JobContext", "command_job", "job"]
 
 
 def __getattr__(name: str) -> Any:
@@ -17,6 +19,10 @@ def __getattr__(name: str) -> Any:
         from supervisor.context import JobContext
 
         return JobContext
+    if name == "CallbackPayload":
+        from supervisor.models import CallbackPayload
+
+        return CallbackPayload
     if name in ("job", "command_job"):
         from supervisor import registry
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from supervisor.errors import Conflict, FieldError, InvalidParams, RunspaceError
 from supervisor.ids import new_job_id
-from supervisor.models import JobError, JobRecord, JobState, rfc3339
+from supervisor.models import CallbackPayload, JobError, JobRecord, JobState, rfc3339
 from supervisor.registry import Registry
 from supervisor.store.base import BatchRecord, Store
 from supervisor.submit import NAME_PATTERN, SubmitRequest, build_record
@@ -48,17 +48,6 @@ class BatchRequest(BaseModel):
     callback: CallbackSpec | None = None
     batch_id: str | None = Field(None, pattern=NAME_PATTERN, description="Your id for the batch (default: generated).")
     priority: int | None = Field(None, description="Priority of every item; default from the job type.")
-
-
-class CallbackPayload(BaseModel):
-    """The params a callback job receives. A callback type may use this model as its params model."""
-
-    success: bool
-    errors: list[JobError] = Field(default_factory=list)
-    original_input: dict[str, Any]
-    output: Any = None
-    job_id: str
-    batch_id: str
 
 
 def batch_request_hash(req: BatchRequest) -> str:

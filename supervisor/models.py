@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class JobState(enum.StrEnum):
@@ -87,6 +87,21 @@ class JobRecord:
 class JobError(BaseModel):
     type: str
     message: str
+
+
+class CallbackPayload(BaseModel):
+    """The params a callback job receives. A callback type may use this model as its params model.
+
+    Here, not in supervisor.batches: a callback's job module is preloaded by the fork server,
+    and importing the daemon's batch code would put its store, loguru and asyncio into every
+    forked job (4 MB more to copy and tear down per job)."""
+
+    success: bool
+    errors: list[JobError] = Field(default_factory=list)
+    original_input: dict[str, Any]
+    output: Any = None
+    job_id: str
+    batch_id: str
 
 
 class JobStatus(BaseModel):

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from supervisor import JobContext, job
-from supervisor.batches import CallbackPayload
+from supervisor import CallbackPayload, JobContext, job
 
 
 class Square(BaseModel):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import re
 import threading
 from pathlib import Path
@@ -147,3 +149,17 @@ def test_non_admins_see_only_lines_of_their_own_jobs(tmp_path: Path) -> None:
     assert line_filter(store, alice, "alice")(chunk) == chunk  # the log named after you is yours
     assert line_filter(store, admin, "alice")(chunk) == chunk
     store.close()
+
+
+def test_a_rotation_or_retention_loguru_cannot_parse_is_refused_at_start(monkeypatch) -> None:
+    # Parsed only at a user's first log line, it used to fail submissions after their jobs were stored.
+    import pydantic
+
+    from supervisor.settings import Settings
+
+    for name in ("RUNSPACE_LOG_RETENTION", "RUNSPACE_LOG_ROTATION"):
+        monkeypatch.setenv(name, "2 fortnights")
+        with pytest.raises(pydantic.ValidationError, match="loguru cannot use '2 fortnights'"):
+            Settings()
+        monkeypatch.delenv(name)
+    assert Settings().log_retention == "30 days"

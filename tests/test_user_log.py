@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
-
 import re
 import threading
 from pathlib import Path
 
 import httpx
+import pytest
 
 from supervisor.api.users import line_filter
 from supervisor.auth import Caller

@@ -124,23 +124,6 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("log_rotation", "log_retention")
-    @classmethod
-    def _loguru_understands(cls, value: str, info: Any) -> str:
-        # Checked here: loguru parses these only when a user's log is first written, which
-        # would fail a submission after its job was already stored.
-        import tempfile
-
-        from loguru import logger
-
-        with tempfile.TemporaryDirectory() as scratch:
-            try:
-                logger.remove(logger.add(Path(scratch, "check.log"), delay=True,
-                                         **{info.field_name.removeprefix("log_"): value}))
-            except (ValueError, TypeError) as exc:
-                raise ValueError(f"loguru cannot use {value!r}: {exc}") from None
-        return value
-
     @field_validator("jobs_path", mode="before")
     @classmethod
     def _split_colons(cls, value: Any) -> Any:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from loguru import logger
 
+from supervisor.errors import InvalidParams
 from supervisor.logs import user_line, user_log_path
 from supervisor.models import JobRecord
 
@@ -18,6 +20,7 @@ class UserLog:
         self._rotation = rotation
         self._retention = retention
         self._sinks: set[str] = set()
+        _check_sink_options(rotation=rotation, retention=retention)
         (log_dir / "users").mkdir(parents=True, exist_ok=True)
         (log_dir / "jobs").mkdir(parents=True, exist_ok=True)
 
@@ -37,3 +40,15 @@ class UserLog:
             catch=True,
         )
         self._sinks.add(user)
+
+
+def _check_sink_options(**options: str) -> None:
+    """loguru parses rotation and retention only when a sink is added, at a user's first line,
+    which would fail a submission after its job was stored: parse them now, at daemon start.
+    In a scratch dir: retention deletes the files beside the sink that match its name."""
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, value in options.items():
+            try:
+                logger.remove(logger.add(Path(scratch, "check.log"), delay=True, **{name: value}))
+            except (ValueError, TypeError) as exc:
+                raise InvalidParams(f"RUNSPACE_LOG_{name.upper()}={value!r}: loguru cannot use it ({exc})") from None

@@ -23,7 +23,7 @@ from supervisor.ids import new_job_id
 from supervisor.models import CallbackPayload, JobError, JobRecord, JobState, rfc3339
 from supervisor.registry import Registry
 from supervisor.store.base import BatchRecord, Store
-from supervisor.submit import NAME_PATTERN, SubmitRequest, build_record
+from supervisor.submit import NAME_PATTERN, PRIORITY_RANGE, SubmitRequest, build_record
 
 if TYPE_CHECKING:
     from supervisor.scheduler import Scheduler
@@ -47,7 +47,8 @@ class BatchRequest(BaseModel):
     items: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_ITEMS, description="One params object per item.")
     callback: CallbackSpec | None = None
     batch_id: str | None = Field(None, pattern=NAME_PATTERN, description="Your id for the batch (default: generated).")
-    priority: int | None = Field(None, description="Priority of every item; default from the job type.")
+    priority: int | None = Field(None, description="Priority of every item; default from the job type.",
+                                 **PRIORITY_RANGE)
 
 
 def batch_request_hash(req: BatchRequest) -> str:
@@ -129,10 +130,18 @@ class Batches:
             return None
         batch = self.store.get_batch(req.batch_id)
         if batch is None:
+            self._refuse_tagged_jobs(req.batch_id, requestor)
             return None
         if batch.requestor != requestor or batch.request_hash != batch_request_hash(req):
             raise Conflict(f"batch id {req.batch_id!r} is already used by a different batch")
         return batch
+
+    def _refuse_tagged_jobs(self, batch_id: str, requestor: str) -> None:
+        # Jobs already tagged with this id by POST /v1/jobs would count as the batch's items.
+        tagged = self.store.batch_counts(BatchRecord(batch_id, "", requestor, 0, ""))
+        if tagged:
+            raise Conflict(f"batch id {batch_id!r} already tags {sum(tagged.values())} of your jobs "
+                           "(submitted with POST /v1/jobs); choose another batch_id")
 
     def new_batch(self, req: BatchRequest, requestor: str) -> BatchRecord:
         return BatchRecord(

@@ -23,9 +23,9 @@ def state_exit_code(status: dict[str, Any]) -> int:
 
 
 def _settings():
-    from supervisor.settings import Settings
+    from supervisor.settings import load_settings
 
-    return Settings()
+    return load_settings()
 
 
 class RunspaceGroup(click.Group):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 
 @dataclass
@@ -20,6 +21,7 @@ class RunspaceError(Exception):
     status = 500
     title = "Internal error"
     slug = "internal"
+    retry_after: ClassVar[int | None] = None  # seconds, sent as Retry-After
 
     def __str__(self) -> str:
         return self.detail
@@ -55,10 +57,12 @@ class BodyTooLarge(RunspaceError):
 
 class QueueFull(RunspaceError):
     status, title, slug = 429, "Queue full", "queue-full"
+    retry_after = 1
 
 
 class Draining(RunspaceError):
     status, title, slug = 503, "Daemon is draining", "draining"
+    retry_after = 5  # a restart under systemd takes a few seconds
 
 
 class DaemonUnreachable(RunspaceError):
@@ -93,6 +97,18 @@ def raise_for_problem(status: int, body: bytes, reason: str = "") -> None:
 def errors_from_pydantic(exc: Exception, prefix: tuple[str | int, ...] = ()) -> list[FieldError]:
     """Turn a pydantic ValidationError into field errors, keeping the path to each bad field."""
     return [
-        FieldError(loc=[*prefix, *err["loc"]], msg=err["msg"])
+        FieldError(loc=[*prefix, *err["loc"]], msg=message_with_input(err))
         for err in exc.errors()  # type: ignore[attr-defined]
     ]
+
+
+def message_with_input(err: dict) -> str:
+    """pydantic's message plus the value it refused (shortened), so the caller sees what was wrong."""
+    if err.get("type") == "missing" or "input" not in err:
+        return err["msg"]  # the input of a missing field is its whole parent object
+    shown = repr(err["input"])
+    return f"{err['msg']} (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
+
+
+def describe_fields(errors: list[FieldError]) -> str:
+    return "; ".join(f"{'.'.join(map(str, e.loc)) or 'body'}: {e.msg}" for e in errors)

@@ -153,6 +153,49 @@ class Settings(BaseSettings):
         return self.store or str(self.state_dir / "runspace.db")
 
 
+def load_settings() -> Settings:
+    """Settings, or InvalidParams with one line per bad value naming where it came from."""
+    import tomllib
+
+    from pydantic import ValidationError
+
+    from supervisor.errors import InvalidParams
+
+    config_file = default_config_file()
+    if os.environ.get("RUNSPACE_CONFIG") and config_file is not None and not config_file.is_file():
+        raise InvalidParams(f"RUNSPACE_CONFIG={config_file}: no such file")
+    try:
+        settings = Settings()
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidParams(f"config file {config_file}: not valid TOML: {exc}") from None
+    except ValidationError as exc:
+        raise InvalidParams("; ".join(_describe_error(err, config_file) for err in exc.errors())) from None
+    if config_file is not None and config_file.is_file():
+        _refuse_unknown_keys(config_file)
+    return settings
+
+
+def _describe_error(err: Any, config_file: Path | None) -> str:
+    name = str(err["loc"][0]) if err["loc"] else "settings"
+    env_name = f"RUNSPACE_{name.upper()}"
+    if env_name in os.environ:
+        where = f"{env_name}={os.environ[env_name]!r}"
+    else:
+        where = f"{name} = {err.get('input')!r} in {config_file}"
+    return f"{where}: {err['msg']}"
+
+
+def _refuse_unknown_keys(config_file: Path) -> None:
+    import tomllib
+
+    from supervisor.errors import InvalidParams
+
+    unknown = sorted(set(tomllib.loads(config_file.read_text())) - set(Settings.model_fields))
+    if unknown:
+        raise InvalidParams(f"config file {config_file}: unknown setting {', '.join(map(repr, unknown))}; "
+                            "`runspace daemon --help` lists them")
+
+
 def describe_settings() -> str:
     """One line per setting, for `runspace daemon --help`."""
     lines = []

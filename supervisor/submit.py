@@ -14,6 +14,8 @@ from supervisor.models import JobRecord
 from supervisor.registry import Registry
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+# The store keeps a priority in a 64-bit integer.
+PRIORITY_RANGE = {"ge": -(2**63), "le": 2**63 - 1}
 
 
 class SubmitRequest(BaseModel):
@@ -22,7 +24,7 @@ class SubmitRequest(BaseModel):
     job: str = Field(description="Job type name, as listed by GET /v1/jobtypes.")
     params: dict[str, Any] = Field(default_factory=dict, description="Parameters, validated by the type's model.")
     wait: float | None = Field(None, ge=0, description="Seconds to wait for the result (200) before answering 202.")
-    priority: int | None = Field(None, description="Higher runs first; default from the job type.")
+    priority: int | None = Field(None, description="Higher runs first; default from the job type.", **PRIORITY_RANGE)
     idempotency_key: str | None = Field(None, pattern=NAME_PATTERN, description="Resubmits with this key return the original job.")
     batch_id: str | None = Field(None, pattern=NAME_PATTERN)
 

@@ -157,7 +157,7 @@ def make_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
 
 def _cancel_unfinished(d: DaemonProcess) -> None:
     try:
-        for state in ("running", "queued"):
+        for state in ("queued", "running"):  # queued first: cancelling a running job starts the next one
             for item in d.client.list(state=state, limit=1000)["items"]:
                 try:
                     d.client.cancel(item["id"])

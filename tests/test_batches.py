@@ -94,6 +94,21 @@ def test_resubmitted_batch_returns_the_original_and_other_body_conflicts(daemon:
     assert len(daemon.client.list(limit=1000)["items"]) == 2
 
 
+def test_a_batch_and_jobs_tagged_by_post_jobs_never_share_an_id(daemon: DaemonProcess) -> None:
+    # A batch's size, counts and `done` are its own items; a job tagged later must not join them.
+    raw(daemon, "POST", "/v1/batches", json={"job": "square", "items": [{"n": 2}], "batch_id": "fixed"})
+    joined = raw(daemon, "POST", "/v1/jobs", json={"job": "square", "params": {"n": 3}, "batch_id": "fixed"})
+    assert joined.status_code == 409 and "takes no more items" in joined.json()["detail"]
+    tagged = raw(daemon, "POST", "/v1/jobs", json={"job": "square", "params": {"n": 4}, "batch_id": "adhoc"})
+    assert tagged.status_code == 202
+    as_batch = raw(daemon, "POST", "/v1/batches", json={"job": "square", "items": [{"n": 5}], "batch_id": "adhoc"})
+    assert as_batch.status_code == 409 and "already tags 1 of your jobs" in as_batch.json()["detail"]
+    missing = raw(daemon, "GET", "/v1/batches/adhoc")
+    assert missing.status_code == 404 and "GET /v1/jobs?batch_id=adhoc" in missing.json()["detail"]
+    assert [j["id"] for j in daemon.client.list(batch_id="adhoc")["items"]] == [tagged.json()["id"]]
+    assert batch_done(daemon, "fixed")["size"] == 1
+
+
 def test_generated_batch_id_items_page_and_jobs_filter(daemon: DaemonProcess) -> None:
     _, created = daemon.client.submit_batch("square", [{"n": n} for n in range(5)])
     batch_id = created["batch_id"]

@@ -69,6 +69,27 @@ def test_daemon_unreachable_exits_3_naming_socket(tmp_path: Path) -> None:
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
 
+def test_bad_settings_refuse_to_start_with_one_line_naming_where_they_came_from(tmp_path: Path) -> None:
+    cases = [
+        ({"RUNSPACE_MAX_CONCURRENCY": "lots"}, None, "RUNSPACE_MAX_CONCURRENCY='lots': Input should be a valid integer"),
+        ({}, "max_concurrency = 0\n", "max_concurrency = 0 in "),
+        ({}, "max_concurrency = \n", "not valid TOML"),
+        ({}, "max_concurency = 4\n", "unknown setting 'max_concurency'"),
+        ({"RUNSPACE_CONFIG": str(tmp_path / "absent.toml")}, None, "absent.toml: no such file"),
+    ]
+    for n, (extra, toml, expected) in enumerate(cases):
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "RUNSPACE_SOCKET": str(tmp_path / "rs.sock"),
+               "RUNSPACE_STATE_DIR": str(tmp_path / f"state{n}"), **extra}
+        if toml is not None:
+            (tmp_path / f"c{n}.toml").write_text(toml)
+            env["RUNSPACE_CONFIG"] = str(tmp_path / f"c{n}.toml")
+        out = subprocess.run([sys.executable, "-m", "supervisor", "daemon"], env=env, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 2, out.stderr
+        assert expected in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert not (tmp_path / "rs.sock").exists()
+
+
 def test_params_from_stdin_and_json_values(daemon: DaemonProcess) -> None:
     out = daemon.cli("submit", "echo", "--params", "-", "--wait", "20", "--json", input='{"value": [1, 2]}')
     assert json.loads(out.stdout)["result"]["value"] == [1, 2]

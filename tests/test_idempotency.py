@@ -63,3 +63,11 @@ def test_cli_idempotency_key(daemon: DaemonProcess) -> None:
     assert len(ids) == 1
     clash = daemon.cli("submit", "echo", "value=10", "--idempotency-key", "cli-1")
     assert clash.returncode == 1 and "already used" in clash.stderr
+
+
+def test_a_malformed_header_key_or_one_that_contradicts_the_body_is_400(daemon: DaemonProcess) -> None:
+    bad = post(daemon, {"job": "echo", "params": {"value": 1}}, key="no spaces allowed")
+    assert bad.status_code == 400 and ["header", "Idempotency-Key"] in [e["loc"] for e in bad.json()["errors"]]
+    both = post(daemon, {"job": "echo", "params": {"value": 1}, "idempotency_key": "a-1"}, key="b-2")
+    assert both.status_code == 400 and "differ" in both.json()["detail"]
+    assert daemon.client.list(limit=100)["items"] == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import httpx
@@ -69,7 +70,20 @@ def test_invalid_params_rejected_naming_the_field_and_nothing_queued(daemon: Dae
     problem = resp.json()
     assert {"type", "title", "status", "detail"} <= set(problem) and problem["status"] == 400
     assert ["params", "seconds"] in [e["loc"] for e in problem["errors"]]
+    assert "(got 'soon')" in problem["errors"][0]["msg"]  # field, value and why
     assert daemon.client.list(limit=1000)["items"] == before
+
+
+def test_integers_beyond_64_bits_are_400_naming_the_field(daemon: DaemonProcess) -> None:
+    huge = 2**63
+    resp = raw(daemon, "POST", "/v1/jobs", json={"job": "echo", "params": {"value": 1}, "priority": huge})
+    assert resp.status_code == 400 and ["priority"] in [e["loc"] for e in resp.json()["errors"]]
+    batch = raw(daemon, "POST", "/v1/batches", json={"job": "echo", "items": [{"value": 1}], "priority": -huge - 1})
+    assert batch.status_code == 400 and ["priority"] in [e["loc"] for e in batch.json()["errors"]]
+    for path in ("/v1/jobs", "/v1/batches/any"):
+        page = raw(daemon, "GET", path, params={"cursor": str(huge * 10)})
+        assert page.status_code == 400 and ["query", "cursor"] in [e["loc"] for e in page.json()["errors"]]
+    assert daemon.client.list(limit=10)["items"] == []
 
 
 def test_malformed_json_is_400(daemon: DaemonProcess) -> None:
@@ -148,6 +162,34 @@ def test_jobtypes_lists_schema_and_openapi_is_served(daemon: DaemonProcess) -> N
     assert home["options"]["timeout"] == 600 and home["options"]["log_user"] == "username"
     spec = raw(daemon, "GET", "/openapi.json").json()
     assert "/v1/jobs" in spec["paths"] and "/v1/jobs/{job_id}/cancel" in spec["paths"]
+
+
+def test_openapi_documents_the_answers_the_api_really_gives(daemon: DaemonProcess) -> None:
+    spec = raw(daemon, "GET", "/openapi.json").json()
+    submit = spec["paths"]["/v1/jobs"]["post"]["responses"]
+    assert "422" not in json.dumps(spec["paths"])  # FastAPI's default; we answer 400 problem+json
+    assert {"400", "404", "409", "413", "429", "503"} <= set(submit)
+    assert "application/problem+json" in submit["400"]["content"] and "Location" in submit["202"]["headers"]
+    page = spec["paths"]["/v1/jobs"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert page["properties"]["items"]["items"]["$ref"] == "#/components/schemas/JobStatus"
+    for ref in re.findall(r'"\$ref": "([^"]+)"', json.dumps(spec)):  # every reference resolves
+        assert ref.startswith("#/components/schemas/") and ref.rsplit("/", 1)[1] in spec["components"]["schemas"]
+
+
+def test_wrong_method_is_405_naming_every_allowed_method(daemon: DaemonProcess) -> None:
+    resp = raw(daemon, "DELETE", "/v1/jobs")
+    assert resp.status_code == 405 and resp.headers["allow"] == "GET, POST"
+    assert resp.headers["content-type"].startswith("application/problem+json")
+
+
+def test_full_queue_is_429_with_retry_after_and_stores_nothing(make_daemon) -> None:
+    d = make_daemon(RUNSPACE_MAX_CONCURRENCY="1", RUNSPACE_MAX_QUEUE="1")
+    running = d.submit("sleep", {"seconds": 30})
+    queued = d.submit("sleep", {"seconds": 30})
+    refused = raw(d, "POST", "/v1/jobs", json={"job": "sleep", "params": {"seconds": 30}})
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+    assert "max_queue is 1" in refused.json()["detail"]
+    assert {j["id"] for j in d.client.list()["items"]} == {running["id"], queued["id"]}
 
 
 def test_job_runs_in_own_session_with_private_tmpdir(daemon: DaemonProcess) -> None:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from supervisor.api import batches, jobs, meta, problems, users
+from supervisor.api import batches, jobs, meta, openapi, problems, users
 from supervisor.api.body_limit import BodyLimit
 from supervisor.batches import attach as attach_batches
 
@@ -29,6 +29,7 @@ def create_app(daemon: Daemon) -> FastAPI:
     app.include_router(meta.router)
     app.include_router(batches.router)
     app.include_router(users.router)
+    openapi.install(app)
     # Batch callbacks hook into the scheduler and sweep for missed ones at start-up.
     app.state.batches = attach_batches(daemon)
     return app

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from supervisor.api.body import json_body, json_body_schema
-from supervisor.api.deps import CallerDep, DaemonDep
+from supervisor.api.deps import CallerDep, CursorQuery, DaemonDep
 from supervisor.batches import Batches, BatchRequest, batch_summary, validate_items
 from supervisor.errors import Draining, NotFound
 from supervisor.models import JobStatus
@@ -75,12 +75,13 @@ async def get_batch(
     daemon: DaemonDep,
     caller: CallerDep,
     limit: Annotated[int, Query(ge=0, le=1000, description="Items per page (0: counts only).")] = 100,
-    cursor: Annotated[str | None, Query(pattern=r"^\d+$")] = None,
+    cursor: CursorQuery = None,
 ) -> dict[str, object]:
     """Counts per state, callback counts, and a page of the items in submission order."""
     batch = daemon.store.get_batch(batch_id)
     if batch is None or not (caller.admin or batch.requestor == caller.name):
-        raise NotFound(f"no batch {batch_id}")
+        raise NotFound(f"no batch {batch_id}; jobs tagged with a batch_id by POST /v1/jobs are listed by "
+                       f"GET /v1/jobs?batch_id={batch_id}")
     items, next_cursor = daemon.store.batch_items(batch, limit, int(cursor) if cursor else None)
     return {
         **batch_summary(daemon.store, batch),

@@ -8,9 +8,10 @@ from typing import Any, TypeVar
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from supervisor.errors import FieldError, InvalidParams, errors_from_pydantic
+from supervisor.errors import InvalidParams, describe_fields, errors_from_pydantic
 
 M = TypeVar("M", bound=BaseModel)
+REF_TEMPLATE = "#/components/schemas/{model}"
 
 
 def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
@@ -22,15 +23,11 @@ def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
             errors = errors_from_pydantic(exc)
             if any(err["type"] == "json_invalid" for err in exc.errors()):
                 raise InvalidParams(f"the body is not valid JSON: {exc.errors()[0]['msg']}") from None
-            raise InvalidParams(f"invalid request: {_fields(errors)}", errors) from None
+            raise InvalidParams(f"invalid request: {describe_fields(errors)}", errors) from None
 
     return parse
 
 
-def _fields(errors: list[FieldError]) -> str:
-    return "; ".join(f"{'.'.join(map(str, e.loc)) or 'body'}: {e.msg}" for e in errors)
-
-
 def json_body_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The request body for OpenAPI, since the route reads it itself."""
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+    """The request body for OpenAPI, since the route reads it itself (api.openapi moves its `$defs`)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema(ref_template=REF_TEMPLATE)}}}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pwd
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 
 from supervisor.auth import Caller, identify
 from supervisor.errors import NotAuthenticated
@@ -41,3 +41,5 @@ async def caller_of(request: Request) -> Caller:
 
 CallerDep = Annotated[Caller, Depends(caller_of)]
 DaemonDep = Annotated["Daemon", Depends(daemon_of)]
+# Up to 18 digits: a cursor is a row's sequence number and must fit SQLite's 64-bit integer.
+CursorQuery = Annotated[str | None, Query(pattern=r"^\d{1,18}$", description="`next_cursor` of the previous page.")]

@@ -10,14 +10,14 @@ from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from supervisor.api.body import json_body, json_body_schema
-from supervisor.api.deps import CallerDep, DaemonDep
+from supervisor.api.deps import CallerDep, CursorQuery, DaemonDep
 from supervisor.auth import Caller
-from supervisor.errors import Conflict, Draining, NotFound
+from supervisor.errors import Conflict, Draining, FieldError, InvalidParams, NotFound
 from supervisor.ids import is_job_id
 from supervisor.logs import job_log_path, read_from
 from supervisor.models import JobRecord, JobState, JobStatus
 from supervisor.store import JobFilter
-from supervisor.submit import SubmitRequest, build_record, request_hash
+from supervisor.submit import NAME_PATTERN, SubmitRequest, build_record, request_hash
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+(?:\.\d+)?)")
@@ -50,6 +50,21 @@ def _idempotent_match(daemon: DaemonDep, caller: Caller, req: SubmitRequest, key
     return existing
 
 
+def _one_idempotency_key(body: str | None, header: str | None) -> str | None:
+    if body is not None and header is not None and body != header:
+        raise InvalidParams("the body's idempotency_key and the Idempotency-Key header differ; send one of them",
+                            [FieldError(["header", "Idempotency-Key"], f"{header!r} is not the body's {body!r}")])
+    return body or header
+
+
+def _refuse_joining_a_batch(daemon: DaemonDep, caller: Caller, batch_id: str) -> None:
+    # A batch's items are fixed when it is created: its size, counts and `done` count on it.
+    batch = daemon.store.get_batch(batch_id)
+    if batch is not None and batch.requestor == caller.name:
+        raise Conflict(f"batch {batch_id!r} was created by POST /v1/batches and takes no more items; "
+                       "create a new batch, or tag this job with another batch_id")
+
+
 @router.post("", status_code=202, response_model=JobStatus, responses={200: {"model": JobStatus}},
              openapi_extra=json_body_schema(SubmitRequest))
 async def submit_job(
@@ -58,11 +73,13 @@ async def submit_job(
     caller: CallerDep,
     wait: Annotated[float | None, Query(ge=0, description="Seconds to wait for the result.")] = None,
     prefer: Annotated[str | None, Header(description="`wait=S` asks to wait for the result.")] = None,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", pattern=NAME_PATTERN)] = None,
 ) -> JSONResponse:
     if daemon.draining:
         raise Draining("the daemon is shutting down and accepts no new jobs; retry when it is back")
-    req.idempotency_key = req.idempotency_key or idempotency_key
+    req.idempotency_key = _one_idempotency_key(req.idempotency_key, idempotency_key)
+    if req.batch_id is not None:
+        _refuse_joining_a_batch(daemon, caller, req.batch_id)
     rec = _idempotent_match(daemon, caller, req, req.idempotency_key) if req.idempotency_key else None
     if rec is None:
         rec = build_record(daemon.registry, req, caller.name)
@@ -85,7 +102,7 @@ async def list_jobs(
     job: str | None = None,
     batch_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    cursor: Annotated[str | None, Query(pattern=r"^\d+$")] = None,
+    cursor: CursorQuery = None,
 ) -> dict[str, object]:
     flt = JobFilter(requestor=None if caller.admin else caller.name, state=state, job=job, batch_id=batch_id)
     records, next_cursor = daemon.store.list(flt, limit, int(cursor) if cursor else None)

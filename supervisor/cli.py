@@ -318,17 +318,30 @@ def batch(ctx, job, items_file, callback, batch_id, detach, as_json) -> None:
         from supervisor.progress import batch_message, follow_batch
 
         summary = follow_batch(client, created["batch_id"], quiet=as_json)
-    if as_json:
+    if as_json:  # the item ids, not the empty page of items the follow asked for
+        summary = {k: v for k, v in summary.items() if k not in ("items", "next_cursor")}
         print_json({**summary, "job_ids": created["job_ids"]})
     else:
         click.echo(f"batch {summary['batch_id']}: {batch_message(summary)}")
     sys.exit(EXIT_OK if summary["counts"].get("succeeded", 0) >= summary["size"] else EXIT_FAILED)
 
 
+def _follow_user_log(client: Any, user: str, as_json: bool) -> None:
+    pending = ""
+    for chunk in client.follow_user_log(user):
+        if not as_json:
+            click.echo(chunk, nl=False)
+            continue
+        *lines, pending = (pending + chunk).split("\n")
+        for line in lines:
+            click.echo(json.dumps({"user": user, "line": line}))
+
+
 @main.command("user-log")
 @click.argument("user", required=False)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
-@click.option("--json", "as_json", is_flag=True, help='Print {"user": ..., "lines": [...]} (not with -f).')
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"user": ..., "lines": [...]}; with -f, one {"user": ..., "line": ...} per line.')
 @click.pass_context
 def user_log(ctx, user, follow, as_json) -> None:
     """Print a user's unified log.
@@ -339,8 +352,7 @@ def user_log(ctx, user, follow, as_json) -> None:
     user = user or user_name(os.getuid())
     with _client(ctx) as client:
         if follow:
-            for chunk in client.follow_user_log(user):
-                click.echo(chunk, nl=False)
+            _follow_user_log(client, user, as_json)
             return
         offset, lines = 0, []
         while True:
@@ -354,6 +366,14 @@ def user_log(ctx, user, follow, as_json) -> None:
             offset = next_offset
         if as_json:
             print_json({"user": user, "lines": lines})
+
+
+def _options_worth_showing(options: dict[str, Any]) -> dict[str, Any]:
+    """The limits that apply, and other options only where set (no back-off without retries)."""
+    shown = {k: v for k, v in options.items() if k in ("timeout", "kill_grace") or v not in (None, False, 0)}
+    if not options.get("retries"):
+        shown.pop("retry_backoff", None)
+    return shown
 
 
 @main.command()
@@ -376,8 +396,9 @@ def jobs(ctx, as_json) -> None:
         click.echo(f"{jt['name']}({fields})")
         if jt["description"]:
             click.echo(f"    {jt['description'].splitlines()[0]}")
-        if jt["options"]:
-            click.echo("    " + ", ".join(f"{k}={v}" for k, v in jt["options"].items()))
+        shown = _options_worth_showing(jt["options"])
+        if shown:
+            click.echo("    " + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
     for broken in data.get("broken", []):
         click.echo(f"BROKEN {broken['module']}: {broken['error']}", err=True)
 

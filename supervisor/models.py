@@ -120,8 +120,8 @@ class JobStatus(BaseModel):
     signal: int | None = None
     reason: str | None = None
     killed_at: str | None = None
-    progress: float | None = None
-    total: float | None = None
+    progress: int | float | None = None
+    total: int | float | None = None
     percent_complete: float | None = None
     message: str | None = None
     requestor: str
@@ -142,7 +142,8 @@ class JobStatus(BaseModel):
         percent = None
         if rec.total:
             percent = round((rec.progress or 0) / rec.total * 100.0, 1)
-            percent = percent if math.isfinite(percent) else None  # 1e307 of 1e-307, say
+            # 1e307 of 1e-307 is no percentage; 12 of 10 (a job that overshoots its estimate) is 100.
+            percent = min(max(percent, 0.0), 100.0) if math.isfinite(percent) else None
         error = JobError(type=rec.error_type, message=rec.error_message or "") if rec.error_type else None
         return cls(
             id=rec.id,
@@ -158,8 +159,8 @@ class JobStatus(BaseModel):
             signal=rec.signal,
             reason=rec.reason,
             killed_at=rfc3339(rec.killed_at),
-            progress=rec.progress,
-            total=rec.total,
+            progress=_whole(rec.progress),
+            total=_whole(rec.total),
             percent_complete=percent,
             message=rec.message,
             requestor=rec.requestor,
@@ -175,3 +176,8 @@ class JobStatus(BaseModel):
             updated_at=rfc3339(rec.updated_at) or "",
             location=rec.location,
         )
+
+
+def _whole(value: float | None) -> int | float | None:
+    """3, not 3.0: the store keeps progress as a float, the job reported an int."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value

@@ -78,9 +78,11 @@ class JobType:
         hint = f"not a param of {self.name} (it takes: {', '.join(sorted(known)) or 'none'})"
         return [FieldError([*loc, key], hint) for key in params if key not in known]
 
-    def describe(self) -> dict[str, Any]:
-        defaults = JobOptions()
-        opts = {k: v for k, v in self.options.__dict__.items() if v != getattr(defaults, k)}
+    def describe(self, default_timeout: float, default_kill_grace: float) -> dict[str, Any]:
+        """The type as GET /v1/jobtypes shows it: every option with the value that applies."""
+        opts = dict(self.options.__dict__)
+        opts["timeout"] = opts["timeout"] or default_timeout
+        opts["kill_grace"] = default_kill_grace if opts["kill_grace"] is None else opts["kill_grace"]
         return {
             "name": self.name,
             "description": self.description,

@@ -202,6 +202,9 @@ def test_cli_batch_follows_to_the_end(daemon: DaemonProcess) -> None:
     assert out.returncode == 1, out.stderr  # one item failed
     assert "batch cli-1: 2 succeeded, 1 failed" in out.stdout
     assert "batch cli-1" in out.stderr and "100.0% (3/3)" in out.stderr  # plain progress lines
+    as_json = daemon.cli("batch", "square", "--items", str(items), "--batch-id", "cli-2", "--json")
+    summary = json.loads(as_json.stdout)
+    assert summary["done"] and len(summary["job_ids"]) == summary["size"] == 3 and "items" not in summary
     bad = daemon.base / "bad.jsonl"
     bad.write_text('{"n": 1}\n[1]\n')
     out = daemon.cli("batch", "square", "--items", str(bad))

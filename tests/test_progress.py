@@ -140,3 +140,13 @@ def test_malformed_reports_are_ignored_and_the_daemon_lives(daemon: DaemonProces
     assert daemon.client.request("GET", "/healthz").status_code == 200
     assert daemon.client.status(running["id"])["state"] == "running"
     assert daemon.wait(daemon.submit("echo", {"value": 1})["id"])["result"]["value"] == 1
+
+
+def test_percent_stays_within_0_and_100_and_whole_counts_stay_ints(daemon: DaemonProcess) -> None:
+    over = daemon.submit("report_progress", {"done": 12, "total": 10}, wait=20)
+    assert (over["progress"], over["total"], over["percent_complete"]) == (12, 10, 100.0)
+    assert isinstance(over["progress"], int)
+    under = daemon.submit("report_progress", {"done": -1, "total": 10}, wait=20)
+    assert under["percent_complete"] == 0.0
+    half = daemon.submit("report_progress", {"done": 2.5, "total": 10}, wait=20)
+    assert (half["progress"], half["percent_complete"]) == (2.5, 25.0)

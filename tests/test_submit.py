@@ -160,6 +160,8 @@ def test_jobtypes_lists_schema_and_openapi_is_served(daemon: DaemonProcess) -> N
     home = types["create_home_dir"]
     assert home["params_schema"]["properties"]["username"]["pattern"]
     assert home["options"]["timeout"] == 600 and home["options"]["log_user"] == "username"
+    echo = types["echo"]["options"]  # declares nothing: the settings' limits apply, and are shown
+    assert echo["timeout"] == 3600 and echo["kill_grace"] == 1 and echo["max_memory"] is None
     spec = raw(daemon, "GET", "/openapi.json").json()
     assert "/v1/jobs" in spec["paths"] and "/v1/jobs/{job_id}/cancel" in spec["paths"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -136,6 +137,24 @@ def test_cli_user_log_prints_the_log_and_defaults_to_the_caller(daemon: DaemonPr
     mine = daemon.cli("user-log")  # the caller (root in this suite)
     assert mine.returncode == 0 and " echo succeeded" in mine.stdout
     assert daemon.cli("user-log", "../etc").returncode == 2
+
+
+def test_cli_user_log_follow_json_prints_one_object_per_line(daemon: DaemonProcess) -> None:
+    follower = subprocess.Popen([sys.executable, "-m", "supervisor", "user-log", "grace", "-f", "--json"],
+                                env=daemon.env, stdout=subprocess.PIPE, text=True)
+    try:
+        job_id = daemon.submit("user_note", {"user": "grace", "text": "json"})["id"]
+        seen = []
+        assert follower.stdout is not None
+        for raw_line in follower.stdout:  # ends when the job's last event arrived (or the pipe closes)
+            seen.append(json.loads(raw_line))
+            if " succeeded" in seen[-1]["line"]:
+                break
+    finally:
+        follower.terminate()
+        follower.wait(timeout=10)
+    assert all(obj["user"] == "grace" and "\n" not in obj["line"] for obj in seen)
+    assert any(f"{job_id} user_note json 19" in obj["line"] for obj in seen) and " succeeded" in seen[-1]["line"]
 
 
 def test_non_admins_see_only_lines_of_their_own_jobs(tmp_path: Path) -> None:

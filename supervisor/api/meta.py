@@ -13,9 +13,10 @@ router = APIRouter(tags=["daemon"])
 
 @router.get("/v1/jobtypes")
 async def job_types(daemon: DaemonDep, _: CallerDep) -> dict[str, object]:
-    registry = daemon.registry
+    registry, settings = daemon.registry, daemon.settings
     return {
-        "items": [jt.describe() for jt in sorted(registry.types.values(), key=lambda t: t.name)],
+        "items": [jt.describe(settings.default_timeout, settings.kill_grace)
+                  for jt in sorted(registry.types.values(), key=lambda t: t.name)],
         "next_cursor": None,
         "broken": [{"module": str(b.path), "error": b.error, "traceback": b.traceback} for b in registry.broken],
     }

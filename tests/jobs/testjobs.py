@@ -336,3 +336,14 @@ def forge_reports(params: Forged, ctx: JobContext) -> None:
             (run_dir / name).write_text(text.replace("{id}", ctx.job_id))
     sys.stdout.flush()
     os._exit(0)
+
+
+class Report(BaseModel):
+    done: float
+    total: float
+
+
+@job()
+def report_progress(params: Report, ctx: JobContext) -> None:
+    """Reports one progress value, as given (it may overshoot its total)."""
+    ctx.progress(params.done, params.total)

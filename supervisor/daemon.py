@@ -20,9 +20,9 @@ from supervisor import systemd
 from supervisor.api.app import create_app
 from supervisor.api.peer import PeerCredProtocol
 from supervisor.api.tokens import TokenTable
+from supervisor.ids import is_job_id
 from supervisor.listener import bind_tcp, bind_unix
 from supervisor.registry import Registry, load_registry
-from supervisor.reports import parse_progress
 from supervisor.runner.cgroups import JobCgroups, detect_cgroup_root
 from supervisor.runner.forkserver import ForkServer
 from supervisor.runner.identity import prepare_shared_dirs
@@ -201,17 +201,24 @@ class Daemon:
     async def _receive_events(self, events) -> None:
         async with events:
             async for packet, _ in events:  # the socket is 0666: any local user may send anything
-                try:
-                    report = parse_progress(json.loads(packet))
-                except (ValueError, RecursionError):  # deep nesting raises the latter
-                    report = None
-                if report is None:
-                    logger.debug("ignored a malformed progress report")
+                job_id = ping_job_id(packet)
+                if job_id is None:
+                    logger.debug("ignored a malformed progress ping")
                     continue
                 try:
-                    self.scheduler.on_progress(report)
+                    self.scheduler.on_progress_ping(job_id)
                 except Exception:  # a report the store refuses must not end the daemon
-                    logger.exception("could not record a progress report for job {}", report.job_id)
+                    logger.exception("could not record a progress report for job {}", job_id)
+
+
+def ping_job_id(packet: bytes) -> str | None:
+    """The job id of a progress ping: `{"id": ...}` (jobs send their whole report; only the id is used)."""
+    try:
+        message = json.loads(packet)
+    except (ValueError, RecursionError):  # deep nesting raises the latter
+        return None
+    job_id = message.get("id") if isinstance(message, dict) else None
+    return job_id if isinstance(job_id, str) and is_job_id(job_id) else None
 
 
 def check_config_trusted(settings: Settings) -> None:

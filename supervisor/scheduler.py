@@ -218,6 +218,25 @@ class Scheduler:
         self.s.store.update(rec, "progress", "total", "message")
         self._notify(rec.id)
 
+    def on_progress_ping(self, job_id: str) -> None:
+        """A job says it rewrote its progress.json. The ping's own values are not trusted (any
+        local user may send to the socket): the report is what the job's run dir holds, and a
+        file no one rewrote is no sign of life for the idle timeout."""
+        run = self.running.get(job_id)
+        if run is None:
+            return
+        try:
+            st = run.files.progress.stat()
+        except OSError:
+            return
+        version = (st.st_ino, st.st_mtime_ns)  # each report is a new file renamed into place
+        if version == run.progress_version:
+            return
+        run.progress_version = version
+        report = parse_progress(read_json(run.files.progress, MAX_REPORT_BYTES), job_id)
+        if report is not None:
+            self.on_progress(report)
+
     def _catch_up_progress(self, run: RunningJob) -> None:
         """The job's last progress report, from its progress.json: one sent while the daemon
         was down (or dropped by a full socket) never reached on_progress."""

@@ -110,18 +110,25 @@ def test_cli_wait_draws_a_bar_with_percent_message_and_elapsed_on_a_tty(daemon: 
 
 def test_malformed_reports_are_ignored_and_the_daemon_lives(daemon: DaemonProcess) -> None:
     """The progress socket is open to every local user and a job's run dir belongs to its user:
-    nothing sent or written there may take the daemon down (it did: a huge integer, deep nesting)."""
+    nothing sent or written there may take the daemon down (it did: a huge integer, deep nesting),
+    and a ping's own values are never used: only what the job wrote in its run dir."""
     running = daemon.submit("sleep", {"seconds": 30})
     huge = "1" + "0" * 400  # float() of it raises OverflowError
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     rid = running["id"]
+    events = str(daemon.state_dir / "events.sock")
     for packet in (f'{{"id": "{rid}", "progress": {huge}}}', "[" * 100_000, '{"progress": 1}',
-                   f'{{"id": "{rid}", "progress": "1", "total": []}}',
-                   f'{{"id": "{rid}", "progress": 1, "total": 2, "message": "\\ud800 and \\u0000"}}'):
-        sock.sendto(packet.encode(), str(daemon.state_dir / "events.sock"))
-    sock.sendto(b"\xff", str(daemon.state_dir / "events.sock"))
+                   f'{{"id": "{rid}", "progress": "1", "total": []}}', "[1]", '{"id": "../../etc"}',
+                   f'{{"id": "{rid}", "progress": 1, "total": 2, "message": "forged"}}'):
+        sock.sendto(packet.encode(), events)
+    sock.sendto(b"\xff", events)
+    # The job itself (here the test, as root) rewrites its progress.json, then pings: only that counts.
+    report = f'{{"id": "{rid}", "progress": 1, "total": 2, "message": "\\ud800 and \\u0000"}}'
+    (daemon.state_dir / "run" / rid / "progress.json").write_text(report)
+    sock.sendto(f'{{"id": "{rid}"}}'.encode(), events)
     sock.close()
-    wait_until(lambda: daemon.client.status(rid)["message"], what="the one storable report")
+    # Pings are read in order: once the real one is applied, every forged one was ignored.
+    wait_until(lambda: daemon.client.status(rid)["message"], what="the report from the run dir")
     assert daemon.client.status(rid)["message"] == "\ufffd and \ufffd"
     unreadable = ("ProcessDied", "Lost")  # as if it left no result: lost if the fork server recorded no status
     forged = [

@@ -414,8 +414,9 @@ class Scheduler:
 
     def _record_end(self, rec: JobRecord, outcome: Outcome) -> None:
         for name, value in vars(outcome).items():
-            setattr(rec, name, value)
-        rec.finished_at = time.time()
+            if name != "ended_at":
+                setattr(rec, name, value)
+        rec.finished_at = outcome.ended_at or time.time()
         self.s.store.update(rec, *_FINAL_FIELDS)
         self.s.user_log.event(rec, _ending_text(rec))
         self.stats[f"{rec.job}|{rec.state}"] += 1

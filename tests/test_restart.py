@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -69,8 +70,11 @@ def test_jobs_that_end_while_daemon_is_down_are_recorded(make_daemon, tmp_path: 
                       else None, timeout=15, what="both jobs to start")
     d.kill9()
     wait_until(lambda: not alive_of(pids), timeout=10, what="both jobs to end while the daemon is down")
+    restarted = datetime.now(UTC)
     d.start()
     good, failed = d.wait(ok["id"]), d.wait(bad["id"])
+    for status in (good, failed):  # when they ended, not when the daemon came back
+        assert datetime.fromisoformat(status["finished_at"]) < restarted, status
     assert good["state"] == "succeeded" and good["result"] == {"n": 5, "square": 25} and good["exit_code"] == 0
     assert failed["state"] == "failed" and failed["exit_code"] == 1
     assert failed["error"] == {"type": "RuntimeError", "message": "failed on purpose (6)"}

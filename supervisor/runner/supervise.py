@@ -46,6 +46,7 @@ class Outcome:
     signal: int | None = None
     reason: str | None = None
     killed_at: float | None = None
+    ended_at: float | None = None  # when the job wrote its result (unset: when the daemon noticed)
 
 
 @dataclass
@@ -172,6 +173,16 @@ def _status_fields(status: int | None) -> tuple[int | None, int | None]:
     return (None, -code) if code < 0 else (code, None)
 
 
+def _result_written_at(run: RunningJob) -> float | None:
+    """A job that ended while the daemon was down ended then, not when the daemon came back.
+    (Bounded: the job's own user could set the file's time to anything.)"""
+    try:
+        written = run.files.result.stat().st_mtime
+    except OSError:
+        return None
+    return min(max(written, run.rec.started_at or written), time.time())
+
+
 def outcome_of(run: RunningJob) -> Outcome:
     exit_code, sig = _status_fields(run.exit_status)
     try:
@@ -194,6 +205,7 @@ def outcome_of(run: RunningJob) -> Outcome:
             signal=report.get("signal"),
             reason=run.kill_reason.value if run.kill_reason else None,
             killed_at=run.killed_at,
+            ended_at=_result_written_at(run),
         )
     if run.kill_reason is not None:
         if report is not None:  # how the command itself ended, not its shim

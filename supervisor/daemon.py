@@ -73,7 +73,8 @@ class Daemon:
     def load_jobs(self) -> Registry:
         registry = load_registry(self.settings.job_dirs, check=Trust.of_admins(self.settings.admins).check_module)
         for broken in registry.broken:
-            logger.error("job module {} was not loaded: {}\n{}", broken.path, broken.error, broken.traceback)
+            logger.error("job module {} was not loaded: {}{}", broken.path, broken.error,
+                         "\n" + broken.traceback if broken.traceback else "")
         logger.info("job types: {}", ", ".join(sorted(registry.types)) or "none")
         return registry
 

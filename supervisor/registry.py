@@ -16,7 +16,7 @@ from typing import Any, Literal, get_type_hints
 # and that first use would happen again in every job the fork server forks.
 from pydantic import BaseModel, ValidationError
 
-from supervisor.errors import FieldError, InvalidParams, UnknownJob, errors_from_pydantic
+from supervisor.errors import FieldError, InvalidParams, RunspaceError, UnknownJob, errors_from_pydantic
 
 JOB_ATTR = "__runspace_job__"
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
@@ -197,7 +197,7 @@ def load_registry(dirs: Iterable[Path], check: Callable[[Path], None] | None = N
                 check(path)
             types = job_types_in(import_module_file(path), path)
         except Exception as exc:
-            tb = traceback.format_exc()
+            tb = "" if isinstance(exc, RunspaceError) else traceback.format_exc()  # a refusal, not a crash
             registry.broken.append(BrokenModule(path, f"{type(exc).__name__}: {exc}", tb))
             continue
         for jt in types:

@@ -299,7 +299,8 @@ def test_world_writable_job_module_is_refused_naming_file_and_reason(tmp_path: P
     broken = {b["module"]: b["error"] for b in listing["broken"]}
     error = broken[str(jobs / "open_to_all.py")]
     assert "writable by every user" in error and "0666" in error
-    assert "open_to_all.py" in d.log() and "writable by every user" in d.log()
+    assert [b["traceback"] for b in listing["broken"]] == [""]  # a refusal, not a crash: no traceback
+    assert "open_to_all.py" in d.log() and "writable by every user" in d.log() and "Traceback" not in d.log()
     cli = d.cli("jobs")
     assert "open_to_all.py" in cli.stdout + cli.stderr
 
@@ -312,11 +313,27 @@ def test_module_owned_or_writable_by_a_non_admin_is_refused(users: LocalUsers, t
     d = make_daemon(RUNSPACE_JOBS_PATH=f"{TEST_JOBS}:{jobs}")
     broken = {Path(b["module"]).stem: b["error"] for b in d.client.job_types()["broken"]}
     assert f"owned by {users.alice.name}" in broken["owned_by_alice"]
+
     assert f"group {users.group}" in broken["group_writable"] and "non-admin" in broken["group_writable"]
     assert "trusted" not in broken
     # an admin may own job code
     d2 = make_daemon(RUNSPACE_JOBS_PATH=f"{TEST_JOBS}:{jobs}", RUNSPACE_ADMINS=users.alice.name)
     assert "owned_by_alice" in {t["name"] for t in d2.client.job_types()["items"]}
+
+
+@needs_root
+def test_a_broken_modules_traceback_is_shown_to_admins_only(users: LocalUsers, multiuser, tmp_path: Path) -> None:
+    jobs = _module_dir(tmp_path, trusted=0o644)
+    (jobs / "crashes.py").write_text("raise ImportError('no such thing')\n")
+    d = multiuser(RUNSPACE_JOBS_PATH=f"{TEST_JOBS}:{jobs}", RUNSPACE_ALLOWED_USERS=users.alice.name)
+
+    def tracebacks(listing: dict[str, Any]) -> dict[str, Any]:
+        return {Path(b["module"]).stem: b["traceback"] for b in listing["broken"]}
+
+    assert "Traceback" in tracebacks(d.client.job_types())["crashes"]
+    by_alice = value(as_user(users.alice, d, lambda c: c.job_types()))
+    assert tracebacks(by_alice) == {"crashes": None}
+    assert "ImportError: no such thing" in by_alice["broken"][0]["error"]
 
 
 def test_config_writable_by_others_stops_the_daemon(tmp_path: Path) -> None:

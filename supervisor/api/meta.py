@@ -12,13 +12,15 @@ router = APIRouter(tags=["daemon"])
 
 
 @router.get("/v1/jobtypes")
-async def job_types(daemon: DaemonDep, _: CallerDep) -> dict[str, object]:
+async def job_types(daemon: DaemonDep, caller: CallerDep) -> dict[str, object]:
     registry, settings = daemon.registry, daemon.settings
     return {
         "items": [jt.describe(settings.default_timeout, settings.kill_grace)
                   for jt in sorted(registry.types.values(), key=lambda t: t.name)],
         "next_cursor": None,
-        "broken": [{"module": str(b.path), "error": b.error, "traceback": b.traceback} for b in registry.broken],
+        # The traceback shows the module's code and the daemon's paths: for admins, who fix modules.
+        "broken": [{"module": str(b.path), "error": b.error, "traceback": b.traceback if caller.admin else None}
+                   for b in registry.broken],
     }
 
 

@@ -102,9 +102,7 @@ class Daemon:
     def _cgroups(self) -> JobCgroups | None:
         if not self.settings.cgroups:
             return None
-        # Named after the state dir, so a restarted daemon finds the cgroups of the jobs it re-adopts.
-        tag = hashlib.sha1(str(self.settings.state_dir.resolve()).encode()).hexdigest()[:10]
-        root = self.settings.cgroup_root or detect_cgroup_root(f"runspace-{tag}")
+        root = self.settings.cgroup_root or detect_cgroup_root(cgroup_root_name(self.settings.state_dir))
         return JobCgroups(root) if root else None
 
     def _cluster(self) -> Cluster | None:
@@ -210,6 +208,11 @@ class Daemon:
                     self.scheduler.on_progress_ping(job_id)
                 except Exception:  # a report the store refuses must not end the daemon
                     logger.exception("could not record a progress report for job {}", job_id)
+
+
+def cgroup_root_name(state_dir: Path) -> str:
+    """Named after the state dir, so a restarted daemon finds the cgroups of the jobs it re-adopts."""
+    return "runspace-" + hashlib.sha1(str(state_dir.resolve()).encode()).hexdigest()[:10]
 
 
 def ping_job_id(packet: bytes) -> str | None:

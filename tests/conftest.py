@@ -16,6 +16,8 @@ import psutil
 import pytest
 
 from supervisor.client import Client
+from supervisor.daemon import cgroup_root_name
+from supervisor.runner.cgroups import JobCgroups, detect_cgroup_root
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_JOBS = Path(__file__).resolve().parent / "jobs"
@@ -152,6 +154,10 @@ def make_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
             proc.kill()
         except psutil.Error:
             pass
+    for d in daemons:  # a daemon killed with SIGKILL cannot remove its (empty) cgroup root itself
+        root = detect_cgroup_root(cgroup_root_name(d.state_dir))
+        if root is not None:
+            JobCgroups(root).close()
     assert not leaked, f"job processes outlived the test: {[(p.pid, p.cmdline()) for p in leaked]}"
 
 

@@ -407,12 +407,13 @@ def jobs(ctx, as_json) -> None:
 @click.argument("job")
 @click.argument("pairs", nargs=-1)
 @click.option("--params", "params_file", metavar="FILE|-", help="JSON object of params.")
-@click.option("--debug", is_flag=True, help="Stop in the debugger (pdb) when the job raises.")
+@click.option("--debug", is_flag=True, help="Stop in the debugger (pdb) when the job raises; no timeout.")
 @click.option("--json", "as_json", is_flag=True)
 def run(job, pairs, params_file, debug, as_json) -> None:
     """Run JOB inline, without a daemon.
 
-    Same validation and context as under the daemon, in this terminal, so `breakpoint()` works."""
+    Same validation, context and timeout as under the daemon, in this terminal, so
+    `breakpoint()` works. Exit code 0 ok, 1 failed, 124 timed out."""
     from supervisor.auth import user_name
     from supervisor.inline import run_inline
 

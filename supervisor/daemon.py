@@ -13,7 +13,7 @@ from pathlib import Path
 
 import anyio
 import uvicorn
-from anyio.abc import CancelScope
+from anyio import CancelScope
 from loguru import logger
 
 from supervisor import systemd
@@ -149,7 +149,8 @@ class Daemon:
             logger.info("also listening on tcp {} ({} tokens)", s.tcp_listen, len(self.tokens.entries))
         server = _Server(uvicorn.Config(create_app(self), http=PeerCredProtocol, lifespan="off", log_config=None,
                                         access_log=False, timeout_graceful_shutdown=1))
-        logger.info("runspace daemon {} listening on {} (cgroups: {})", os.getpid(), s.socket,
+        where = f"{inherited[0].getsockname()} (from systemd)" if inherited else s.socket
+        logger.info("runspace daemon {} listening on {} (cgroups: {})", os.getpid(), where,
                     cgroups.root if cgroups else "off")
         try:
             async with anyio.create_task_group() as tg:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import signal
 import sys
 import tempfile
+import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +33,46 @@ class TerminalReporter:
         click.echo(f"{stamp()} [progress] {share} {message or ''}".rstrip(), err=True)
 
 
+class InlineTimeout(BaseException):
+    """The job's timeout ran out (a BaseException: job code's `except Exception` must not swallow it)."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: float | None) -> Iterator[None]:
+    """SIGALRM after `seconds` raises InlineTimeout wherever the job is (None: no limit)."""
+    if seconds is None:
+        yield
+        return
+
+    def expire(*_: object) -> None:
+        raise InlineTimeout(f"the job exceeded its timeout of {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _end_command(pid: int, grace: float) -> None:
+    """SIGTERM, then SIGKILL after the grace: the command of a command job that timed out."""
+    os.kill(pid, signal.SIGTERM)  # still our unreaped child: the pid cannot be another process's
+    ends = time.monotonic() + grace
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() >= ends:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return
+        time.sleep(0.05)
+
+
 def run_inline(settings: Settings, job: str, params: dict[str, Any], requestor: str,
                debug: bool = False) -> tuple[int, Any]:
     """Returns (exit code, result or error). Job code runs here, so `breakpoint()` works;
-    with `debug`, an exception stops in pdb's post-mortem debugger."""
+    with `debug`, an exception stops in pdb's post-mortem debugger and no timeout applies
+    (it would end a debugging session); without, the type's timeout ends the job (exit 124)."""
     from supervisor.command import check_argv, relay_command, start_command
 
     registry = load_registry(settings.job_dirs)
@@ -42,17 +82,26 @@ def run_inline(settings: Settings, job: str, params: dict[str, Any], requestor: 
     jt = registry.get(job)
     tmpdir = Path(tempfile.mkdtemp(prefix=f"runspace-{rec.id}-"))
     ctx = JobContext(rec.id, jt.name, requestor, rec.log_user, tmpdir, TerminalReporter())
+    timeout = None if debug else jt.options.timeout or settings.default_timeout
+    grace = settings.kill_grace if jt.options.kill_grace is None else jt.options.kill_grace
+    pid = None
     try:
         model = jt.params_model.model_validate(rec.params)
-        if jt.kind == "command":
-            argv = check_argv(jt.func(model, ctx))
-            with contextlib.chdir(tmpdir):  # the job's cwd is its tmp dir, as under the daemon
-                pid, output = start_command(argv)
-            outcome = relay_command(pid, output, argv[0], ctx)
-            return (0 if outcome["state"] == "succeeded" else 1), outcome.get("result") or outcome.get("error")
-        result = jt.func(model, ctx)
+        with deadline(timeout):
+            if jt.kind == "command":
+                argv = check_argv(jt.func(model, ctx))
+                with contextlib.chdir(tmpdir):  # the job's cwd is its tmp dir, as under the daemon
+                    pid, output = start_command(argv)
+                outcome = relay_command(pid, output, argv[0], ctx)
+                return (0 if outcome["state"] == "succeeded" else 1), outcome.get("result") or outcome.get("error")
+            result = jt.func(model, ctx)
         json.dumps(result)
         return 0, result
+    except InlineTimeout as exc:
+        if pid is not None:
+            _end_command(pid, grace)
+        click.echo(f"runspace: {job} timed out: {exc}", err=True)
+        return 124, {"type": "Timeout", "message": str(exc)}
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)
         if debug:

@@ -406,8 +406,8 @@ class Scheduler:
         rec.error_type, rec.error_message = outcome.error_type, outcome.error_message
         rec.reason, rec.killed_at = None, None
         self.s.store.update(rec, "state", "not_before", "pid", "error_type", "error_message", "reason", "killed_at")
-        self.s.user_log.event(rec, f"attempt {rec.attempt} {outcome.state}: {outcome.error_message}; "
-                                   f"retrying in {delay:g} s")
+        self.s.user_log.event(rec, f"attempt {rec.attempt} {outcome.state}: {outcome.error_type}: "
+                                   f"{outcome.error_message}; retrying in {delay:g} s")
         self.queue.push(rec)
         self._notify(rec.id)
         self.wake()

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.conftest import ROOT, DaemonProcess
@@ -117,6 +118,20 @@ def test_run_inline_without_daemon(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "supervisor", "run", "steps", "steps=many"],
                          env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "params.steps" in bad.stderr
+
+
+def test_run_inline_enforces_the_timeout_and_exits_124(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RUNSPACE_JOBS_PATH": str(ROOT / "tests" / "jobs"),
+           "RUNSPACE_DEFAULT_TIMEOUT": "1", "RUNSPACE_KILL_GRACE": "0.5"}
+    # A Python job, and a command that ignores SIGTERM (so only the SIGKILL after the grace ends it).
+    for args in (["echo", "value=1", "delay=60"], ["sh_script", "script=trap '' TERM; exec sleep 60"]):
+        started = time.monotonic()
+        out = subprocess.run([sys.executable, "-m", "supervisor", "run", *args], env=env, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 124, out.stderr
+        assert "timed out" in out.stderr and "timeout of 1 s" in out.stderr
+        assert json.loads(out.stdout)["type"] == "Timeout"
+        assert time.monotonic() - started < 30  # not the job's 60 s
 
 
 def test_run_debug_breakpoint_stops_in_pdb(tmp_path: Path) -> None:

@@ -100,6 +100,8 @@ def test_retries_exhausted_leave_the_job_failed(daemon, tmp_path: Path) -> None:
     assert final["state"] == "failed" and final["attempt"] == 4
     assert final["error"] == {"type": "RuntimeError", "message": "attempt 4 fails"}
     assert counter.read_text() == "4"
+    user_log = (daemon.log_dir / "users" / f"{final['log_user']}.log").read_text()
+    assert f"{job['id']} flaky attempt 1 failed: RuntimeError: attempt 1 fails; retrying in 0.2 s" in user_log
 
 
 def test_status_shows_queued_retry_between_attempts(daemon, tmp_path: Path) -> None:

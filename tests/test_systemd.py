@@ -159,6 +159,7 @@ def test_socket_activation_uses_the_passed_socket_and_leaves_it(tmp_path: Path, 
     assert status["result"]["value"] == "activated"
     assert not (tmp_path / "unused.sock").exists()
     assert first.stop() == 0
+    assert f"listening on {path} (from systemd)" in first.log()
     assert path.exists(), "the socket belongs to systemd: the daemon must not unlink it"
     # A restarted daemon gets the same socket again, and sees the earlier job.
     started.append(_activated(tmp_path, sock, "second"))

@@ -398,7 +398,8 @@ def jobs(ctx, as_json) -> None:
             click.echo(f"    {jt['description'].splitlines()[0]}")
         shown = _options_worth_showing(jt["options"])
         if shown:
-            click.echo("    " + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
+            click.echo("    " + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                                          for k, v in shown.items()))
     for broken in data.get("broken", []):
         click.echo(f"BROKEN {broken['module']}: {broken['error']}", err=True)
 

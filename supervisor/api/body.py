@@ -30,4 +30,5 @@ def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
 
 def json_body_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The request body for OpenAPI, since the route reads it itself (api.openapi moves its `$defs`)."""
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema(ref_template=REF_TEMPLATE)}}}}
+    schema = model.model_json_schema(ref_template=REF_TEMPLATE)
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}

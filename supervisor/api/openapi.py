@@ -40,7 +40,7 @@ ERROR_DESCRIPTIONS = {
     503: "The daemon is shutting down; retry after Retry-After seconds",
 }
 _SUBMITS = (400, 403, 404, 409, 413, 429, 503)
-# Statuses beyond 400 (any parameter) and 403 (any caller) that each operation can answer.
+# What an operation answers beyond those every one may (401, 403; 400 with parameters; 404 with an id).
 _ERRORS = {
     ("post", "/v1/jobs"): _SUBMITS,
     ("post", "/v1/batches"): _SUBMITS,

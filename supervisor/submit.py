@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from supervisor.errors import FieldError, InvalidParams
 from supervisor.ids import new_job_id
 from supervisor.logs import check_log_user
 from supervisor.models import JobRecord
@@ -40,6 +42,7 @@ def build_record(
     loc: tuple[str | int, ...] = (),
 ) -> JobRecord:
     jt = registry.get(req.job)
+    _refuse_non_finite(req.params, (*loc, "params"))
     data = jt.validate(req.params, loc=(*loc, "params")).model_dump(mode="json")
     opts = jt.options
     log_user = requestor
@@ -58,3 +61,16 @@ def build_record(
         request_hash=request_hash(jt.name, req.params) if req.idempotency_key else None,
         max_attempts=1 + opts.retries,
     )
+
+
+def _refuse_non_finite(value: Any, loc: tuple[str | int, ...]) -> None:
+    """1e400 parses as infinity, which JSON cannot carry: the job would get null instead."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidParams("params hold a number JSON cannot represent",
+                            [FieldError(list(loc), f"{value} is not a finite number")])
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_non_finite(item, (*loc, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_non_finite(item, (*loc, index))

@@ -86,6 +86,13 @@ def test_integers_beyond_64_bits_are_400_naming_the_field(daemon: DaemonProcess)
     assert daemon.client.list(limit=10)["items"] == []
 
 
+def test_a_number_json_cannot_carry_is_400_not_a_silent_null(daemon: DaemonProcess) -> None:
+    body = b'{"job": "echo", "params": {"value": [1, {"deep": 1e400}]}}'
+    resp = raw(daemon, "POST", "/v1/jobs", content=body, headers={"content-type": "application/json"})
+    assert resp.status_code == 400 and resp.json()["errors"][0]["loc"] == ["params", "value", 1, "deep"]
+    assert daemon.client.list(limit=10)["items"] == []
+
+
 def test_malformed_json_is_400(daemon: DaemonProcess) -> None:
     resp = raw(daemon, "POST", "/v1/jobs", content=b'{"job": "echo", ', headers={"content-type": "application/json"})
     assert resp.status_code == 400

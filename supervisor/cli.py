@@ -11,16 +11,16 @@ from typing import Any
 import click
 
 from supervisor.errors import DaemonUnreachable, InvalidParams, NotFound, RunspaceError
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_TIMED_OUT = 0, 1, 2, 3, 124
-_STATE_EXIT = {"succeeded": EXIT_OK, "timed_out": EXIT_TIMED_OUT, "hung": EXIT_TIMED_OUT}
-
-
-def state_exit_code(status: dict[str, Any]) -> int:
-    if not status.get("done"):
-        return EXIT_OK
-    return _STATE_EXIT.get(status["state"], EXIT_FAILED)
-
+from supervisor.output import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_TIMED_OUT,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    print_json,
+    print_status,
+    state_exit_code,
+)
 
 def _settings():
     from supervisor.settings import load_settings
@@ -103,24 +103,6 @@ def check_job_id(job_id: str) -> None:
 
     if not is_job_id(job_id):
         raise InvalidParams(f"{job_id!r} is not a job id (20 hex digits); `runspace list` shows your jobs")
-
-
-def print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2))
-
-
-def print_status(status: dict[str, Any]) -> None:
-    line = f"{status['id']}  {status['job']}  {status['state']}"
-    if status.get("percent_complete") is not None and not status["done"]:
-        line += f"  {status['percent_complete']:g}%"
-    click.echo(line)
-    for label in ("message", "requested_at", "started_at", "finished_at", "pid", "exit_code", "reason"):
-        if status.get(label) is not None:
-            click.echo(f"  {label}: {status[label]}")
-    if status.get("error"):
-        click.echo(f"  error: {status['error']['type']}: {status['error']['message']}")
-    if status.get("result") is not None:
-        click.echo(f"  result: {json.dumps(status['result'])}")
 
 
 @click.group(cls=RunspaceGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -13,12 +13,15 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote, urlencode
 
 import httptools
 
 from supervisor.errors import DaemonUnreachable, raise_for_problem
+
+# typing.TYPE_CHECKING without importing typing (2 ms of `runspace status`; supervisor/fastpath.py)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _CHUNK = 65536
 
@@ -79,11 +82,22 @@ class FastClient:
         return parser.get_status_code(), response.reason, bytes(response.body)
 
     def status(self, job_id: str) -> dict[str, Any]:
-        return self.request("GET", f"/v1/jobs/{quote(job_id, safe='')}")
+        return self.request("GET", f"/v1/jobs/{_quoted(job_id)}")
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        return self.request("POST", f"/v1/jobs/{quote(job_id, safe='')}/cancel")
+        return self.request("POST", f"/v1/jobs/{_quoted(job_id)}/cancel")
 
     def list(self, **filters: Any) -> dict[str, Any]:
+        from urllib.parse import urlencode
+
         query = urlencode({k: v for k, v in filters.items() if v is not None})
         return self.request("GET", "/v1/jobs" + (f"?{query}" if query else ""))
+
+
+def _quoted(job_id: str) -> str:
+    """The id as a path segment; a job id (hex) needs no quoting, and urllib costs 2 ms to import."""
+    if job_id.isascii() and job_id.isalnum():
+        return job_id
+    from urllib.parse import quote
+
+    return quote(job_id, safe="")

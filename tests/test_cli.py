@@ -203,3 +203,21 @@ def test_reads_name_unknown_ids_and_carry_filters_and_pages_larger_than_one_read
     page = json.loads(out.stdout)
     assert sorted(item["id"] for item in page["items"]) == sorted(batch["job_ids"])
     assert json.loads(daemon.cli("list", "--state", "failed", "--json").stdout)["items"] == []
+
+
+def test_status_without_click_prints_what_the_click_cli_prints(daemon: DaemonProcess) -> None:
+    # `runspace status ID` with RUNSPACE_SOCKET set skips click (supervisor/fastpath.py);
+    # `--socket` sends the same read through the click CLI.
+    ended = [daemon.submit("echo", {"value": 7}, wait=20), daemon.submit("fail", wait=20),
+             daemon.submit("sleep", {"seconds": 30})]
+    for status in ended:
+        for extra in ([], ["--json"]):
+            fast = daemon.cli("status", status["id"], *extra)
+            slow = daemon.cli("--socket", str(daemon.socket), "status", status["id"], *extra)
+            assert (fast.returncode, fast.stdout, fast.stderr) == (slow.returncode, slow.stdout, slow.stderr)
+            assert status["id"] in fast.stdout
+    assert [daemon.cli("status", s["id"]).returncode for s in ended] == [0, 1, 0]
+    traced = subprocess.run([sys.executable, "-X", "importtime", "-m", "supervisor", "status", ended[0]["id"]],
+                            env=daemon.env, capture_output=True, text=True, timeout=30)
+    assert traced.returncode == 0 and "supervisor.fastclient" in traced.stderr
+    assert " click" not in traced.stderr  # the fast path really skipped it

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import asdict
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,7 +20,7 @@ def problem(status: int, title: str, detail: str, slug: str, errors: list[FieldE
             headers: Mapping[str, str] | None = None) -> JSONResponse:
     body: dict[str, object] = {"type": PROBLEM_TYPE + slug, "title": title, "status": status, "detail": detail}
     if errors:
-        body["errors"] = [asdict(e) for e in errors]
+        body["errors"] = [e.to_dict() for e in errors]
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 

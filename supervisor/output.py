@@ -1,0 +1,41 @@
+"""What the CLI prints for a job, and the exit code a job's state gives (CONTRACT §6).
+
+Free of click, so the fast path (supervisor.fastpath) prints exactly what the click CLI prints.
+"""
+
+from __future__ import annotations
+
+import json
+
+# typing.TYPE_CHECKING without importing typing (2 ms of `runspace status`; supervisor/fastpath.py)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_TIMED_OUT = 0, 1, 2, 3, 124
+_STATE_EXIT = {"succeeded": EXIT_OK, "timed_out": EXIT_TIMED_OUT, "hung": EXIT_TIMED_OUT}
+
+
+def state_exit_code(status: dict[str, Any]) -> int:
+    if not status.get("done"):
+        return EXIT_OK
+    return _STATE_EXIT.get(status["state"], EXIT_FAILED)
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2), flush=True)
+
+
+def print_status(status: dict[str, Any]) -> None:
+    line = f"{status['id']}  {status['job']}  {status['state']}"
+    if status.get("percent_complete") is not None and not status["done"]:
+        line += f"  {status['percent_complete']:g}%"
+    lines = [line]
+    for label in ("message", "requested_at", "started_at", "finished_at", "pid", "exit_code", "reason"):
+        if status.get(label) is not None:
+            lines.append(f"  {label}: {status[label]}")
+    if status.get("error"):
+        lines.append(f"  error: {status['error']['type']}: {status['error']['message']}")
+    if status.get("result") is not None:
+        lines.append(f"  result: {json.dumps(status['result'])}")
+    print("\n".join(lines), flush=True)

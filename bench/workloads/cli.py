@@ -1,7 +1,7 @@
 """`runspace status ID` as a cold CLI process vs `python -c pass` (and tsp's C client).
 
-`python -c "import click"` runs beside them: the CLI must use click (CONTRACT §6), so that
-import is a floor of ours, and it shows what is left for everything else.
+`python -c "import click"` runs beside them: it is where any command that goes through the
+click CLI starts; `status ID` skips click (supervisor/fastpath.py), so it can be below it.
 """
 
 from __future__ import annotations

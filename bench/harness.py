@@ -51,7 +51,7 @@ class RunspaceDaemon:
             RUNSPACE_SOCKET=str(self.socket),
             RUNSPACE_STATE_DIR=str(self.state_dir),
             RUNSPACE_JOBS_PATH=str(BENCH_JOBS),
-            RUNSPACE_DEMO_ROOT=str(base / "demo"),
+            DEMO_ROOT=str(base / "demo"),
             RUNSPACE_JOB_ENV_PASSTHROUGH=MARKER_VAR,  # so even the fork server's children carry it
             **{f"RUNSPACE_{k.upper()}": str(v) for k, v in settings.items()},
         )

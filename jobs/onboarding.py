@@ -1,5 +1,5 @@
 """User onboarding, the seed problem: home directory, mailbox, chat account — minutes each in
-real life, simulated here with real file work under $RUNSPACE_DEMO_ROOT and short sleeps."""
+real life, simulated here with real file work under $DEMO_ROOT and short sleeps."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ USERNAME = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="Login name of 
 
 
 def demo_root() -> Path:
-    return Path(os.environ.get("RUNSPACE_DEMO_ROOT", "/tmp/runspace-demo"))
+    return Path(os.environ.get("DEMO_ROOT", "/tmp/runspace-demo"))
 
 
 class HomeDir(BaseModel):

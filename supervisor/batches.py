@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field
 
-from supervisor.errors import Conflict, FieldError, InvalidParams, RunspaceError
+from supervisor.errors import Conflict, FieldError, InvalidParams, RunspaceError, message_with_input
 from supervisor.ids import new_job_id
 from supervisor.models import CallbackPayload, JobError, JobRecord, JobState, rfc3339
 from supervisor.registry import Registry
@@ -44,7 +44,9 @@ class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     job: str = Field(description="Job type of every item.")
-    items: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_ITEMS, description="One params object per item.")
+    # Any, checked per item in validate_items: one non-object item must not hide the other bad items.
+    items: list[Any] = Field(min_length=1, max_length=MAX_ITEMS, description="One params object per item.",
+                             json_schema_extra={"items": {"type": "object"}})
     callback: CallbackSpec | None = None
     batch_id: str | None = Field(None, pattern=NAME_PATTERN, description="Your id for the batch (default: generated).")
     priority: int | None = Field(None, description="Priority of every item; default from the job type.",
@@ -80,6 +82,11 @@ def validate_items(registry: Registry, req: BatchRequest, batch_id: str, request
         check_callback_type(registry, req.callback.job)
     records, errors, bad = [], [], []
     for index, item in enumerate(req.items):
+        if not isinstance(item, dict):
+            bad.append(index)
+            errors.append(FieldError(["items", index], message_with_input({"msg": "must be an object of params",
+                                                                            "input": item})))
+            continue
         sub = SubmitRequest(job=req.job, params=item, priority=req.priority, batch_id=batch_id)
         try:
             records.append(build_record(registry, sub, requestor, loc=("items", index)))

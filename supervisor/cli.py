@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -22,6 +23,24 @@ from supervisor.output import (
     state_exit_code,
 )
 
+class _Seconds(click.ParamType):
+    """A duration: finite and not negative (inf and nan would reach the daemon as invalid JSON)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            seconds = float(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(seconds) or seconds < 0:
+            self.fail(f"{value!r} is not a finite number of seconds ≥ 0", param, ctx)
+        return seconds
+
+
+SECONDS = _Seconds()
+
+
 def _settings():
     from supervisor.settings import load_settings
 
@@ -37,7 +56,9 @@ class RunspaceGroup(click.Group):
         except RunspaceError as exc:
             click.echo(f"runspace: error: {exc.detail}", err=True)
             for err in exc.errors:
-                click.echo(f"  {'.'.join(map(str, err.loc))}: {err.msg}", err=True)
+                line = f"{'.'.join(map(str, err.loc))}: {err.msg}"
+                if line not in exc.detail:  # the daemon's detail may name the fields already
+                    click.echo(f"  {line}", err=True)
             if isinstance(exc, DaemonUnreachable):
                 sys.exit(EXIT_UNREACHABLE)
             sys.exit(EXIT_USAGE if isinstance(exc, InvalidParams | NotFound) else EXIT_FAILED)
@@ -150,7 +171,7 @@ def daemon(debug: bool) -> None:
 @click.argument("job")
 @click.argument("pairs", nargs=-1)
 @click.option("--params", "params_file", metavar="FILE|-", help="JSON object of params (from a file or stdin).")
-@click.option("--wait", type=float, help="Wait up to S seconds for the result (exit 124 if it is not there yet).")
+@click.option("--wait", type=SECONDS, help="Wait up to S seconds for the result (exit 124 if it is not there yet).")
 @click.option("--follow", is_flag=True, help="Show progress until the job ends.")
 @click.option("--priority", type=int, help="Higher runs first.")
 @click.option("--idempotency-key", help="Resubmitting with the same key returns the same job.")
@@ -233,7 +254,7 @@ def logs(ctx, job_id, follow, as_json) -> None:
 
 @main.command()
 @click.argument("job_id")
-@click.option("--timeout", type=float, help="Give up after S seconds (exit 124; the job goes on).")
+@click.option("--timeout", type=SECONDS, help="Give up after S seconds (exit 124; the job goes on).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def wait(ctx, job_id, timeout, as_json) -> None:
@@ -331,7 +352,9 @@ def user_log(ctx, user, follow, as_json) -> None:
     USER defaults to you: every job's events and ctx.log lines, one per line."""
     from supervisor.auth import user_name
 
-    user = user or user_name(os.getuid())
+    from supervisor.logs import check_log_user
+
+    user = check_log_user(user or user_name(os.getuid()), ["USER"])  # `../etc` would change the URL's path
     with _client(ctx) as client:
         if follow:
             _follow_user_log(client, user, as_json)

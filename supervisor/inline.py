@@ -19,7 +19,7 @@ import click
 
 from supervisor.context import JobContext
 from supervisor.logs import stamp
-from supervisor.registry import load_registry
+from supervisor.registry import JobType, load_registry
 from supervisor.settings import Settings
 from supervisor.submit import SubmitRequest, build_record
 
@@ -73,8 +73,6 @@ def run_inline(settings: Settings, job: str, params: dict[str, Any], requestor: 
     """Returns (exit code, result or error). Job code runs here, so `breakpoint()` works;
     with `debug`, an exception stops in pdb's post-mortem debugger and no timeout applies
     (it would end a debugging session); without, the type's timeout ends the job (exit 124)."""
-    from supervisor.command import check_argv, relay_command, start_command
-
     registry = load_registry(settings.job_dirs)
     for broken in registry.broken:
         click.echo(f"runspace: warning: job module {broken.path} not loaded: {broken.error}", err=True)
@@ -84,22 +82,10 @@ def run_inline(settings: Settings, job: str, params: dict[str, Any], requestor: 
     ctx = JobContext(rec.id, jt.name, requestor, rec.log_user, tmpdir, TerminalReporter())
     timeout = None if debug else jt.options.timeout or settings.default_timeout
     grace = settings.kill_grace if jt.options.kill_grace is None else jt.options.kill_grace
-    pid = None
     try:
-        model = jt.params_model.model_validate(rec.params)
-        with deadline(timeout):
-            if jt.kind == "command":
-                argv = check_argv(jt.func(model, ctx))
-                with contextlib.chdir(tmpdir):  # the job's cwd is its tmp dir, as under the daemon
-                    pid, output = start_command(argv)
-                outcome = relay_command(pid, output, argv[0], ctx)
-                return (0 if outcome["state"] == "succeeded" else 1), outcome.get("result") or outcome.get("error")
-            result = jt.func(model, ctx)
-        json.dumps(result)
-        return 0, result
+        with _sigterm_exits(), deadline(timeout):
+            return _run(jt, jt.params_model.model_validate(rec.params), ctx, grace)
     except InlineTimeout as exc:
-        if pid is not None:
-            _end_command(pid, grace)
         click.echo(f"runspace: {job} timed out: {exc}", err=True)
         return 124, {"type": "Timeout", "message": str(exc)}
     except Exception as exc:
@@ -111,3 +97,34 @@ def run_inline(settings: Settings, job: str, params: dict[str, Any], requestor: 
         return 1, {"type": type(exc).__name__, "message": str(exc)}
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _run(jt: JobType, model: Any, ctx: JobContext, grace: float) -> tuple[int, Any]:
+    if jt.kind != "command":
+        result = jt.func(model, ctx)
+        json.dumps(result)  # what the daemon would refuse to record fails here too
+        return 0, result
+    from supervisor.command import check_argv, relay_command, start_command
+
+    argv = check_argv(jt.func(model, ctx))
+    with contextlib.chdir(ctx.tmpdir):  # the job's cwd is its tmp dir, as under the daemon
+        pid, output = start_command(argv)
+    try:
+        outcome = relay_command(pid, output, argv[0], ctx)
+    except InlineTimeout:
+        _end_command(pid, grace)
+        raise
+    return (0 if outcome["state"] == "succeeded" else 1), outcome.get("result") or outcome.get("error")
+
+
+@contextlib.contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """SIGTERM ends the run like Ctrl-C does: through `finally`, so the tmp dir is removed."""
+    def terminate(*_: object) -> None:
+        raise SystemExit(128 + signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -42,8 +42,9 @@ def build_record(
     loc: tuple[str | int, ...] = (),
 ) -> JobRecord:
     jt = registry.get(req.job)
-    _refuse_non_finite(req.params, (*loc, "params"))
-    data = jt.validate(req.params, loc=(*loc, "params")).model_dump(mode="json")
+    model = jt.validate(req.params, loc=(*loc, "params"))
+    _refuse_non_finite(model.model_dump(), (*loc, "params"))  # as validated: "inf" became a float too
+    data = model.model_dump(mode="json")
     opts = jt.options
     log_user = requestor
     if opts.log_user:
@@ -64,13 +65,13 @@ def build_record(
 
 
 def _refuse_non_finite(value: Any, loc: tuple[str | int, ...]) -> None:
-    """1e400 parses as infinity, which JSON cannot carry: the job would get null instead."""
+    """Infinity or NaN (from 1e400, "inf", "nan"), which JSON cannot carry: the job would get null."""
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidParams("params hold a number JSON cannot represent",
                             [FieldError(list(loc), f"{value} is not a finite number")])
     if isinstance(value, dict):
         for key, item in value.items():
             _refuse_non_finite(item, (*loc, key))
-    elif isinstance(value, list):
+    elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
             _refuse_non_finite(item, (*loc, index))

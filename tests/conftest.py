@@ -63,7 +63,7 @@ class DaemonProcess:
             "RUNSPACE_SOCKET": str(self.socket),
             "RUNSPACE_STATE_DIR": str(self.state_dir),
             "RUNSPACE_JOBS_PATH": str(TEST_JOBS),
-            "RUNSPACE_DEMO_ROOT": str(base / "demo"),
+            "DEMO_ROOT": str(base / "demo"),
             "RUNSPACE_KILL_GRACE": "1",
             "RUNSPACE_JOB_ENV_PASSTHROUGH": TEST_MARKER,
             TEST_MARKER: marker,

@@ -73,6 +73,9 @@ def test_batch_with_one_invalid_item_queues_nothing(daemon: DaemonProcess) -> No
     assert "items 1, 3" in problem["detail"]
     assert daemon.client.list(limit=1000)["items"] == []
     assert raw(daemon, "GET", "/v1/batches/bad-1").status_code == 404
+    mixed = raw(daemon, "POST", "/v1/batches", json={"job": "square", "items": [{"n": "x"}, 5, {"n": 2}]}).json()
+    assert "items 0, 1" in mixed["detail"]  # an item that is no object does not hide the others
+    assert {"loc": ["items", 1], "msg": "must be an object of params (got 5)"} in mixed["errors"]
 
 
 def test_unknown_job_or_unfit_callback_is_rejected(daemon: DaemonProcess) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from tests.conftest import ROOT, DaemonProcess
+from tests.conftest import ROOT, DaemonProcess, wait_until
 
 
 def test_submit_wait_succeeded_exits_0_and_prints_result(daemon: DaemonProcess) -> None:
@@ -77,6 +78,11 @@ def test_bad_settings_refuse_to_start_with_one_line_naming_where_they_came_from(
         ({}, "max_concurrency = \n", "not valid TOML"),
         ({}, "max_concurency = 4\n", "unknown setting 'max_concurency'"),
         ({"RUNSPACE_CONFIG": str(tmp_path / "absent.toml")}, None, "absent.toml: no such file"),
+        # settings that name things on this host (supervisor/preflight.py)
+        ({"RUNSPACE_SOCKET_GROUP": "no-such-group"}, None, "RUNSPACE_SOCKET_GROUP='no-such-group': no such group"),
+        ({"RUNSPACE_RUN_AS": "no-such-user"}, None, "RUNSPACE_RUN_AS='no-such-user': no such user"),
+        ({"RUNSPACE_CGROUP_ROOT": str(tmp_path / "none")}, None, "not a cgroup v2 directory this daemon may write"),
+        ({"RUNSPACE_STORE": "mysql://db/runspace"}, None, "RUNSPACE_STORE='mysql://db/runspace': the store is"),
     ]
     for n, (extra, toml, expected) in enumerate(cases):
         env = {**os.environ, "PYTHONPATH": str(ROOT), "RUNSPACE_SOCKET": str(tmp_path / "rs.sock"),
@@ -88,7 +94,13 @@ def test_bad_settings_refuse_to_start_with_one_line_naming_where_they_came_from(
                              text=True, timeout=60)
         assert out.returncode == 2, out.stderr
         assert expected in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
-        assert not (tmp_path / "rs.sock").exists()
+        assert not (tmp_path / "rs.sock").exists() and not (tmp_path / f"state{n}").exists()
+
+
+def test_a_runspace_variable_that_is_no_setting_is_named_in_the_daemon_log(make_daemon) -> None:
+    d = make_daemon(RUNSPACE_MAX_CONCURENCY="3")  # sic: the typo would otherwise do nothing at all
+    assert "RUNSPACE_MAX_CONCURENCY is not a runspace setting and is ignored" in d.log()
+    assert "RUNSPACE_MAX_CONCURRENCY is not" not in d.log()
 
 
 def test_params_from_stdin_and_json_values(daemon: DaemonProcess) -> None:
@@ -132,6 +144,24 @@ def test_run_inline_enforces_the_timeout_and_exits_124(tmp_path: Path) -> None:
         assert "timed out" in out.stderr and "timeout of 1 s" in out.stderr
         assert json.loads(out.stdout)["type"] == "Timeout"
         assert time.monotonic() - started < 30  # not the job's 60 s
+
+
+def test_run_inline_ended_by_sigterm_removes_its_tmp_dir(tmp_path: Path) -> None:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RUNSPACE_JOBS_PATH": str(ROOT / "tests" / "jobs"),
+           "TMPDIR": str(tmp)}
+    proc = subprocess.Popen([sys.executable, "-m", "supervisor", "run", "sleep", "seconds=60"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: list(tmp.glob("runspace-*")), timeout=30, what="the job's tmp dir")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 143
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert list(tmp.iterdir()) == []
 
 
 def test_run_debug_breakpoint_stops_in_pdb(tmp_path: Path) -> None:

@@ -90,6 +90,9 @@ def test_a_number_json_cannot_carry_is_400_not_a_silent_null(daemon: DaemonProce
     body = b'{"job": "echo", "params": {"value": [1, {"deep": 1e400}]}}'
     resp = raw(daemon, "POST", "/v1/jobs", content=body, headers={"content-type": "application/json"})
     assert resp.status_code == 400 and resp.json()["errors"][0]["loc"] == ["params", "value", 1, "deep"]
+    for text in ("inf", "-Infinity", "nan"):  # a float field parses these strings too
+        resp = raw(daemon, "POST", "/v1/jobs", json={"job": "sleep", "params": {"seconds": text}})
+        assert resp.status_code == 400 and resp.json()["errors"][0]["loc"] == ["params", "seconds"], resp.text
     assert daemon.client.list(limit=10)["items"] == []
 
 

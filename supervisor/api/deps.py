@@ -43,3 +43,5 @@ CallerDep = Annotated[Caller, Depends(caller_of)]
 DaemonDep = Annotated["Daemon", Depends(daemon_of)]
 # Up to 18 digits: a cursor is a row's sequence number and must fit SQLite's 64-bit integer.
 CursorQuery = Annotated[str | None, Query(pattern=r"^\d{1,18}$", description="`next_cursor` of the previous page.")]
+# A byte offset into a log; beyond 2^63 the OS cannot even seek to it.
+OffsetQuery = Annotated[int, Query(ge=0, le=2**63 - 1, description="Byte offset to read from (X-Log-Offset).")]

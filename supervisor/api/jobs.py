@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from supervisor.api.body import json_body, json_body_schema
-from supervisor.api.deps import CallerDep, CursorQuery, DaemonDep
+from supervisor.api.deps import CallerDep, CursorQuery, DaemonDep, OffsetQuery
 from supervisor.auth import Caller
 from supervisor.errors import Conflict, Draining, FieldError, InvalidParams, NotFound
 from supervisor.ids import is_job_id
@@ -144,7 +144,7 @@ async def job_log(
     job_id: str,
     daemon: DaemonDep,
     caller: CallerDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
     follow: bool = False,
 ) -> PlainTextResponse | StreamingResponse:
     rec = load_job(daemon, caller, job_id)

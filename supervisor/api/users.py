@@ -9,13 +9,12 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from supervisor.api.deps import CallerDep, DaemonDep
+from supervisor.api.deps import CallerDep, DaemonDep, OffsetQuery
 from supervisor.auth import Caller
 from supervisor.logs import check_log_user, read_from, user_log_path
 from supervisor.store import Store
@@ -83,7 +82,7 @@ async def user_log(
     user: str,
     daemon: DaemonDep,
     caller: CallerDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: OffsetQuery = 0,
     follow: bool = False,
 ) -> PlainTextResponse | StreamingResponse:
     """The user's unified log from byte `offset`; `X-Log-Offset` says where to continue."""

@@ -30,10 +30,10 @@ class Collected(CallbackPayload):
 
 @job()
 def collect(params: Collected, ctx: JobContext) -> dict:
-    """A batch callback that appends its whole payload to `record` (or $RUNSPACE_DEMO_ROOT/callbacks.jsonl)."""
+    """A batch callback that appends its whole payload to `record` (or $DEMO_ROOT/callbacks.jsonl)."""
     import os
 
-    path = Path(params.record or Path(os.environ["RUNSPACE_DEMO_ROOT"]) / "callbacks.jsonl")
+    path = Path(params.record or Path(os.environ["DEMO_ROOT"]) / "callbacks.jsonl")
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as f:
         f.write(json.dumps(params.model_dump(mode="json", exclude={"record"})) + "\n")

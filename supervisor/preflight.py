@@ -1,0 +1,68 @@
+"""Settings that name things on this host, checked before the daemon starts.
+
+A wrong one is refused in one line that names the setting (exit 2), instead of a traceback
+halfway through start-up or a daemon that runs but fails every job."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import re
+
+from supervisor.errors import InvalidParams
+from supervisor.settings import Settings
+
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_STORE_SCHEMES = ("sqlite", "postgres", "postgresql")
+
+
+def check_settings(settings: Settings) -> None:
+    for problem in (_socket_group(settings), _run_as(settings), _cgroup_root(settings), _store(settings)):
+        if problem:
+            raise InvalidParams(problem)
+
+
+def _socket_group(settings: Settings) -> str | None:
+    if settings.socket_group is None:
+        return None
+    try:
+        grp.getgrnam(settings.socket_group)
+    except KeyError:
+        return f"RUNSPACE_SOCKET_GROUP={settings.socket_group!r}: no such group on this host"
+    return None
+
+
+def _run_as(settings: Settings) -> str | None:
+    if settings.run_as is None:
+        return None
+    try:
+        pwd.getpwnam(settings.run_as)
+    except KeyError:
+        return f"RUNSPACE_RUN_AS={settings.run_as!r}: no such user on this host"
+    return None
+
+
+def _cgroup_root(settings: Settings) -> str | None:
+    root = settings.cgroup_root
+    if root is None or not settings.cgroups:
+        return None
+    if not (root / "cgroup.kill").exists() or not os.access(root / "cgroup.procs", os.W_OK):
+        return (f"RUNSPACE_CGROUP_ROOT={str(root)!r}: not a cgroup v2 directory this daemon may write "
+                "(with cgroup.kill, Linux ≥ 5.14); unset it to detect one, or RUNSPACE_CGROUPS=false")
+    return None
+
+
+def _store(settings: Settings) -> str | None:
+    scheme = _URL_SCHEME.match(settings.store or "")
+    if scheme and scheme.group(1).lower() not in _STORE_SCHEMES:
+        return (f"RUNSPACE_STORE={settings.store!r}: the store is a SQLite path (or sqlite://PATH) "
+                "or a postgresql:// URL")
+    return None
+
+
+def unknown_env(environ: dict[str, str] | os._Environ[str]) -> list[str]:
+    """RUNSPACE_* variables that are no setting: a typo (RUNSPACE_MAX_CONCURENCY) would do
+    nothing at all. Only warned about: job code may read RUNSPACE_* variables of its own."""
+    known = {f"RUNSPACE_{name.upper()}" for name in Settings.model_fields} | {"RUNSPACE_CONFIG"}
+    return sorted(name for name in environ if name.startswith("RUNSPACE_") and name not in known)

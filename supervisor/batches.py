@@ -23,7 +23,7 @@ from supervisor.ids import new_job_id
 from supervisor.models import CallbackPayload, JobError, JobRecord, JobState, rfc3339
 from supervisor.registry import Registry
 from supervisor.store.base import BatchRecord, Store
-from supervisor.submit import NAME_PATTERN, PRIORITY_RANGE, SubmitRequest, build_record
+from supervisor.submit import NAME_PATTERN, Priority, SubmitRequest, build_record
 
 if TYPE_CHECKING:
     from supervisor.scheduler import Scheduler
@@ -49,8 +49,7 @@ class BatchRequest(BaseModel):
                              json_schema_extra={"items": {"type": "object"}})
     callback: CallbackSpec | None = None
     batch_id: str | None = Field(None, pattern=NAME_PATTERN, description="Your id for the batch (default: generated).")
-    priority: int | None = Field(None, description="Priority of every item; default from the job type.",
-                                 **PRIORITY_RANGE)
+    priority: Priority | None = Field(None, description="Priority of every item; default from the job type.")
 
 
 def batch_request_hash(req: BatchRequest) -> str:

@@ -23,6 +23,7 @@ from supervisor.output import (
     state_exit_code,
 )
 
+
 class _Seconds(click.ParamType):
     """A duration: finite and not negative (inf and nan would reach the daemon as invalid JSON)."""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import signal
@@ -24,7 +23,7 @@ from supervisor.ids import is_job_id
 from supervisor.listener import bind_tcp, bind_unix
 from supervisor.preflight import check_settings, unknown_env
 from supervisor.registry import Registry, load_registry
-from supervisor.runner.cgroups import JobCgroups, detect_cgroup_root
+from supervisor.runner.cgroups import JobCgroups, cgroup_root_name, detect_cgroup_root
 from supervisor.runner.forkserver import ForkServer
 from supervisor.runner.identity import prepare_shared_dirs
 from supervisor.runner.reap import Reaper, become_subreaper
@@ -213,11 +212,6 @@ class Daemon:
                     self.scheduler.on_progress_ping(job_id)
                 except Exception:  # a report the store refuses must not end the daemon
                     logger.exception("could not record a progress report for job {}", job_id)
-
-
-def cgroup_root_name(state_dir: Path) -> str:
-    """Named after the state dir, so a restarted daemon finds the cgroups of the jobs it re-adopts."""
-    return "runspace-" + hashlib.sha1(str(state_dir.resolve()).encode()).hexdigest()[:10]
 
 
 def ping_job_id(packet: bytes) -> str | None:

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import json
 
+# typing.TYPE_CHECKING without importing typing (2 ms of `runspace status`; supervisor/fastpath.py)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
 # Plain classes, not dataclasses: `runspace status` imports this module, and dataclasses
 # (with inspect) would cost it 7 ms of its ~30 ms start (supervisor/fastpath.py).
 
@@ -116,7 +122,7 @@ def errors_from_pydantic(exc: Exception, prefix: tuple[str | int, ...] = ()) -> 
     ]
 
 
-def message_with_input(err: dict) -> str:
+def message_with_input(err: Mapping[str, Any]) -> str:
     """pydantic's message plus the value it refused (shortened), so the caller sees what was wrong."""
     if err.get("type") == "missing" or "input" not in err:
         return err["msg"]  # the input of a missing field is its whole parent object

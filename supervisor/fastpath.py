@@ -24,26 +24,32 @@ def main() -> None:
 
 def _quick_status(args: list[str], socket_path: str | None) -> int | None:
     """The exit code of a status read done here, or None when the click CLI should run."""
-    as_json = "--json" in args
-    rest = [arg for arg in args if arg != "--json"]
-    if not socket_path or len(rest) != 2 or rest[0] != "status" or len(args) - len(rest) > 1:
+    options = [arg for arg in args[1:] if arg.startswith("-")]
+    operands = [arg for arg in args[1:] if not arg.startswith("-")]
+    if not socket_path or args[:1] != ["status"] or options not in ([], ["--json"]) or len(operands) != 1:
         return None
     from supervisor.ids import is_job_id
 
-    if not is_job_id(rest[1]):
+    if not is_job_id(operands[0]):
         return None
     from pathlib import Path
 
-    from supervisor.errors import RunspaceError
+    from supervisor.errors import DaemonUnreachable, RunspaceError
     from supervisor.fastclient import FastClient
-    from supervisor.output import print_json, print_status, state_exit_code
+    from supervisor.output import EXIT_UNREACHABLE, print_json, print_status, state_exit_code
 
     try:
-        status = FastClient(Path(socket_path)).status(rest[1])
+        status = FastClient(Path(socket_path)).status(operands[0])
+    except DaemonUnreachable as exc:  # asking again through click would wait for a hung daemon twice
+        print(f"runspace: error: {exc.detail}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     except RunspaceError:
         return None  # the click CLI asks again and reports it in its words
+    except KeyboardInterrupt:  # Ctrl-C in a polling loop: as click ends
+        print("Aborted!", file=sys.stderr)
+        return 1
     try:
-        print_json(status) if as_json else print_status(status)
+        print_json(status) if options else print_status(status)
     except BrokenPipeError:  # `runspace status ID | head -1`: end quietly, as click does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

@@ -9,13 +9,13 @@ import shutil
 import signal
 import sys
 import tempfile
-import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
+import psutil
 
 from supervisor.context import JobContext
 from supervisor.logs import stamp
@@ -39,7 +39,8 @@ class InlineTimeout(BaseException):
 
 @contextlib.contextmanager
 def deadline(seconds: float | None) -> Iterator[None]:
-    """SIGALRM after `seconds` raises InlineTimeout wherever the job is (None: no limit)."""
+    """SIGALRM after `seconds` raises InlineTimeout wherever the job is (None: no limit).
+    A `breakpoint()` stops the clock: a debugging session has no timeout."""
     if seconds is None:
         yield
         return
@@ -47,25 +48,51 @@ def deadline(seconds: float | None) -> Iterator[None]:
     def expire(*_: object) -> None:
         raise InlineTimeout(f"the job exceeded its timeout of {seconds:g} s")
 
+    hook = sys.breakpointhook
+
+    def breakpoint_without_deadline(*args: Any, **kwargs: Any) -> Any:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        return hook(*args, **kwargs)
+
     previous = signal.signal(signal.SIGALRM, expire)
+    sys.breakpointhook = breakpoint_without_deadline
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        sys.breakpointhook = hook
+
+
+@contextlib.contextmanager
+def _alarm_held() -> Iterator[None]:
+    """The timeout waits until the command's pid is known, so the command is never left running."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
 
 
 def _end_command(pid: int, grace: float) -> None:
-    """SIGTERM, then SIGKILL after the grace: the command of a command job that timed out."""
-    os.kill(pid, signal.SIGTERM)  # still our unreaped child: the pid cannot be another process's
-    ends = time.monotonic() + grace
-    while os.waitpid(pid, os.WNOHANG) == (0, 0):
-        if time.monotonic() >= ends:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return
-        time.sleep(0.05)
+    """SIGTERM to the command and its descendants, SIGKILL to those left after the grace.
+    (Inline there is no cgroup or session of its own: what left the tree is not found.)"""
+    try:
+        leader = psutil.Process(pid)
+        tree = [leader, *leader.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        tree = []
+    for proc in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, alive = psutil.wait_procs(tree, timeout=grace)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=grace)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 def run_inline(settings: Settings, job: str, params: dict[str, Any], requestor: str,
@@ -80,8 +107,8 @@ def run_inline(settings: Settings, job: str, params: dict[str, Any], requestor: 
     jt = registry.get(job)
     tmpdir = Path(tempfile.mkdtemp(prefix=f"runspace-{rec.id}-"))
     ctx = JobContext(rec.id, jt.name, requestor, rec.log_user, tmpdir, TerminalReporter())
-    timeout = None if debug else jt.options.timeout or settings.default_timeout
-    grace = settings.kill_grace if jt.options.kill_grace is None else jt.options.kill_grace
+    opts = jt.options.applied(settings)
+    timeout, grace = None if debug else opts.timeout, opts.kill_grace
     try:
         with _sigterm_exits(), deadline(timeout):
             return _run(jt, jt.params_model.model_validate(rec.params), ctx, grace)
@@ -107,12 +134,14 @@ def _run(jt: JobType, model: Any, ctx: JobContext, grace: float) -> tuple[int, A
     from supervisor.command import check_argv, relay_command, start_command
 
     argv = check_argv(jt.func(model, ctx))
-    with contextlib.chdir(ctx.tmpdir):  # the job's cwd is its tmp dir, as under the daemon
-        pid, output = start_command(argv)
+    pid = None
     try:
+        with contextlib.chdir(ctx.tmpdir), _alarm_held():  # the job's cwd is its tmp dir, as under the daemon
+            pid, output = start_command(argv)
         outcome = relay_command(pid, output, argv[0], ctx)
     except InlineTimeout:
-        _end_command(pid, grace)
+        if pid is not None:
+            _end_command(pid, grace)
         raise
     return (0 if outcome["state"] == "succeeded" else 1), outcome.get("result") or outcome.get("error")
 

@@ -179,5 +179,6 @@ class JobStatus(BaseModel):
 
 
 def _whole(value: float | None) -> int | float | None:
-    """3, not 3.0: the store keeps progress as a float, the job reported an int."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
+    """3, not 3.0: the store keeps progress as a float, the job reported an int (up to 2^53,
+    beyond which clients that read JSON numbers as doubles or int64 would lose or overflow it)."""
+    return int(value) if isinstance(value, float) and value.is_integer() and abs(value) < 2**53 else value

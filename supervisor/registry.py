@@ -7,16 +7,19 @@ import inspect
 import sys
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, get_type_hints
 
 # ValidationError resolved here, not at first use: pydantic imports its attributes lazily,
 # and that first use would happen again in every job the fork server forks.
 from pydantic import BaseModel, ValidationError
 
 from supervisor.errors import FieldError, InvalidParams, RunspaceError, UnknownJob, errors_from_pydantic
+
+if TYPE_CHECKING:
+    from supervisor.settings import Settings
 
 JOB_ATTR = "__runspace_job__"
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
@@ -45,6 +48,14 @@ class JobOptions:
     priority: int = 0
     run_as: str | None = None
     allow_root: bool = False
+
+    def applied(self, settings: Settings) -> JobOptions:
+        """The options that apply: a timeout or kill grace the type leaves unset comes from the settings."""
+        return replace(
+            self,
+            timeout=self.timeout or settings.default_timeout,
+            kill_grace=settings.kill_grace if self.kill_grace is None else self.kill_grace,
+        )
 
 
 @dataclass(frozen=True)
@@ -78,11 +89,9 @@ class JobType:
         hint = f"not a param of {self.name} (it takes: {', '.join(sorted(known)) or 'none'})"
         return [FieldError([*loc, key], hint) for key in params if key not in known]
 
-    def describe(self, default_timeout: float, default_kill_grace: float) -> dict[str, Any]:
+    def describe(self, settings: Settings) -> dict[str, Any]:
         """The type as GET /v1/jobtypes shows it: every option with the value that applies."""
-        opts = dict(self.options.__dict__)
-        opts["timeout"] = opts["timeout"] or default_timeout
-        opts["kill_grace"] = default_kill_grace if opts["kill_grace"] is None else opts["kill_grace"]
+        opts = dict(self.options.applied(settings).__dict__)
         return {
             "name": self.name,
             "description": self.description,
@@ -133,7 +142,7 @@ def command_job(name: str | None = None, **options: Any) -> Callable[[Callable[.
 class BrokenModule:
     path: Path
     error: str
-    traceback: str
+    traceback: str | None  # None: refused (not trusted, a name taken), not a crash
 
 
 @dataclass
@@ -195,15 +204,18 @@ def load_registry(dirs: Iterable[Path], check: Callable[[Path], None] | None = N
         try:
             if check is not None:
                 check(path)
+        except (RunspaceError, OSError) as exc:  # refused or unreadable: nothing of it ran
+            registry.broken.append(BrokenModule(path, f"{type(exc).__name__}: {exc}", None))
+            continue
+        try:
             types = job_types_in(import_module_file(path), path)
         except Exception as exc:
-            tb = "" if isinstance(exc, RunspaceError) else traceback.format_exc()  # a refusal, not a crash
-            registry.broken.append(BrokenModule(path, f"{type(exc).__name__}: {exc}", tb))
+            registry.broken.append(BrokenModule(path, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
             continue
         for jt in types:
             if jt.name in registry.types:
                 other = registry.types[jt.name].module_path
-                registry.broken.append(BrokenModule(path, f"job {jt.name!r} already defined in {other}", ""))
+                registry.broken.append(BrokenModule(path, f"job {jt.name!r} already defined in {other}", None))
                 continue
             registry.types[jt.name] = jt
     return registry

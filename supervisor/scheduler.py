@@ -302,13 +302,10 @@ class Scheduler:
         return jt.options if jt else JobOptions()
 
     def limits_of(self, job: str) -> Limits:
-        opts, settings = self.options_of(job), self.s.settings
-        return Limits(
-            timeout=opts.timeout or settings.default_timeout,
-            idle_timeout=opts.idle_timeout,
-            max_memory=opts.max_memory,
-            kill_grace=settings.kill_grace if opts.kill_grace is None else opts.kill_grace,
-        )
+        opts = self.options_of(job).applied(self.s.settings)
+        assert opts.timeout is not None and opts.kill_grace is not None  # applied() fills both
+        return Limits(timeout=opts.timeout, idle_timeout=opts.idle_timeout, max_memory=opts.max_memory,
+                      kill_grace=opts.kill_grace)
 
     def _start(self, rec: JobRecord) -> None:
         jt = self._registry().types.get(rec.job)
@@ -414,9 +411,8 @@ class Scheduler:
 
     def _record_end(self, rec: JobRecord, outcome: Outcome) -> None:
         for name, value in vars(outcome).items():
-            if name != "ended_at":
-                setattr(rec, name, value)
-        rec.finished_at = outcome.ended_at or time.time()
+            setattr(rec, name, value)
+        rec.finished_at = rec.finished_at or time.time()
         self.s.store.update(rec, *_FINAL_FIELDS)
         self.s.user_log.event(rec, _ending_text(rec))
         self.stats[f"{rec.job}|{rec.state}"] += 1

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from socket import gethostname
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -15,6 +16,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from supervisor.errors import InvalidParams
 
 REPO_JOBS_DIR = Path(__file__).resolve().parent.parent / "jobs"
 CommaList = Annotated[list[str], NoDecode]
@@ -155,30 +158,28 @@ class Settings(BaseSettings):
 
 def load_settings() -> Settings:
     """Settings, or InvalidParams with one line per bad value naming where it came from."""
-    import tomllib
-
-    from pydantic import ValidationError
-
-    from supervisor.errors import InvalidParams
-
     config_file = default_config_file()
     if os.environ.get("RUNSPACE_CONFIG") and config_file is not None and not config_file.is_file():
         raise InvalidParams(f"RUNSPACE_CONFIG={config_file}: no such file")
     try:
         settings = Settings()
+        if config_file is not None and config_file.is_file():
+            _refuse_unknown_keys(config_file)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidParams(f"config file {config_file}: not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidParams(f"config file {config_file}: cannot read it ({getattr(exc, 'strerror', None) or exc})") \
+            from None
     except ValidationError as exc:
         raise InvalidParams("; ".join(_describe_error(err, config_file) for err in exc.errors())) from None
-    if config_file is not None and config_file.is_file():
-        _refuse_unknown_keys(config_file)
     return settings
 
 
 def _describe_error(err: Any, config_file: Path | None) -> str:
     name = str(err["loc"][0]) if err["loc"] else "settings"
-    env_name = f"RUNSPACE_{name.upper()}"
-    if env_name in os.environ:
+    # pydantic-settings reads env names in any case: runspace_max_concurrency counts too.
+    env_name = next((key for key in os.environ if key.upper() == f"RUNSPACE_{name.upper()}"), None)
+    if env_name is not None:
         where = f"{env_name}={os.environ[env_name]!r}"
     else:
         where = f"{name} = {err.get('input')!r} in {config_file}"
@@ -186,10 +187,6 @@ def _describe_error(err: Any, config_file: Path | None) -> str:
 
 
 def _refuse_unknown_keys(config_file: Path) -> None:
-    import tomllib
-
-    from supervisor.errors import InvalidParams
-
     unknown = sorted(set(tomllib.loads(config_file.read_text())) - set(Settings.model_fields))
     if unknown:
         raise InvalidParams(f"config file {config_file}: unknown setting {', '.join(map(repr, unknown))}; "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,7 +17,7 @@ from supervisor.registry import Registry
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 # The store keeps a priority in a 64-bit integer.
-PRIORITY_RANGE = {"ge": -(2**63), "le": 2**63 - 1}
+Priority = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 
 
 class SubmitRequest(BaseModel):
@@ -26,7 +26,7 @@ class SubmitRequest(BaseModel):
     job: str = Field(description="Job type name, as listed by GET /v1/jobtypes.")
     params: dict[str, Any] = Field(default_factory=dict, description="Parameters, validated by the type's model.")
     wait: float | None = Field(None, ge=0, description="Seconds to wait for the result (200) before answering 202.")
-    priority: int | None = Field(None, description="Higher runs first; default from the job type.", **PRIORITY_RANGE)
+    priority: Priority | None = Field(None, description="Higher runs first; default from the job type.")
     idempotency_key: str | None = Field(None, pattern=NAME_PATTERN, description="Resubmits with this key return the original job.")
     batch_id: str | None = Field(None, pattern=NAME_PATTERN)
 

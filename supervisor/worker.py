@@ -63,6 +63,7 @@ class FileReporter:
         self._user_log_fd = _open_append(self._user_log) if hold_user_log else None
         self._events = spec.get("events_socket")
         self._last_sent = 0.0
+        self._message: str | None = None
         self._sock: socket.socket | None = None  # made at the first report: most jobs send none
 
     @property
@@ -83,7 +84,9 @@ class FileReporter:
         if not final and not message and now - self._last_sent < _PROGRESS_INTERVAL:
             return
         self._last_sent = now
-        report = {"id": self._spec["id"], "progress": done, "total": total, "message": message}
+        # The daemon reads only the last report in progress.json: each carries the last message given.
+        self._message = message or self._message
+        report = {"id": self._spec["id"], "progress": done, "total": total, "message": self._message}
         write_json_atomic(self._files.progress, report)
         if self._events:
             try:

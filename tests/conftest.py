@@ -16,8 +16,7 @@ import psutil
 import pytest
 
 from supervisor.client import Client
-from supervisor.daemon import cgroup_root_name
-from supervisor.runner.cgroups import JobCgroups, detect_cgroup_root
+from supervisor.runner.cgroups import JobCgroups, cgroup_root_name, cgroup_root_path
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_JOBS = Path(__file__).resolve().parent / "jobs"
@@ -155,8 +154,8 @@ def make_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
         except psutil.Error:
             pass
     for d in daemons:  # a daemon killed with SIGKILL cannot remove its (empty) cgroup root itself
-        root = detect_cgroup_root(cgroup_root_name(d.state_dir))
-        if root is not None:
+        root = cgroup_root_path(cgroup_root_name(d.state_dir))
+        if root is not None and root.is_dir():
             JobCgroups(root).close()
     assert not leaked, f"job processes outlived the test: {[(p.pid, p.cmdline()) for p in leaked]}"
 

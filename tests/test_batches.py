@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+from supervisor.api.openapi import BatchCreated, BatchStatus
 from supervisor.store.sqlite import SCHEMA_VERSION, SqliteStore
 from tests.conftest import DaemonProcess, marked_processes, wait_until
 
@@ -92,6 +93,8 @@ def test_resubmitted_batch_returns_the_original_and_other_body_conflicts(daemon:
     second = raw(daemon, "POST", "/v1/batches", json=body)
     assert first.status_code == 202 and second.status_code == 200
     assert first.json()["job_ids"] == second.json()["job_ids"]
+    BatchCreated.model_validate(second.json())  # the shapes /openapi.json documents are the real ones
+    BatchStatus.model_validate(raw(daemon, "GET", "/v1/batches/again").json())
     other = raw(daemon, "POST", "/v1/batches", json={**body, "items": [{"n": 7}]})
     assert other.status_code == 409
     assert len(daemon.client.list(limit=1000)["items"]) == 2

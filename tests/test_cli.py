@@ -8,7 +8,10 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
+
+import psutil
 
 from tests.conftest import ROOT, DaemonProcess, wait_until
 
@@ -78,6 +81,8 @@ def test_bad_settings_refuse_to_start_with_one_line_naming_where_they_came_from(
         ({}, "max_concurrency = \n", "not valid TOML"),
         ({}, "max_concurency = 4\n", "unknown setting 'max_concurency'"),
         ({"RUNSPACE_CONFIG": str(tmp_path / "absent.toml")}, None, "absent.toml: no such file"),
+        ({}, "max_concurrency = 'caf\udcff'\n", "cannot read it"),  # not UTF-8
+        ({"runspace_max_concurrency": "lots"}, None, "runspace_max_concurrency='lots': Input should be"),
         # settings that name things on this host (supervisor/preflight.py)
         ({"RUNSPACE_SOCKET_GROUP": "no-such-group"}, None, "RUNSPACE_SOCKET_GROUP='no-such-group': no such group"),
         ({"RUNSPACE_RUN_AS": "no-such-user"}, None, "RUNSPACE_RUN_AS='no-such-user': no such user"),
@@ -88,7 +93,7 @@ def test_bad_settings_refuse_to_start_with_one_line_naming_where_they_came_from(
         env = {**os.environ, "PYTHONPATH": str(ROOT), "RUNSPACE_SOCKET": str(tmp_path / "rs.sock"),
                "RUNSPACE_STATE_DIR": str(tmp_path / f"state{n}"), **extra}
         if toml is not None:
-            (tmp_path / f"c{n}.toml").write_text(toml)
+            (tmp_path / f"c{n}.toml").write_bytes(toml.encode("utf-8", "surrogateescape"))
             env["RUNSPACE_CONFIG"] = str(tmp_path / f"c{n}.toml")
         out = subprocess.run([sys.executable, "-m", "supervisor", "daemon"], env=env, capture_output=True,
                              text=True, timeout=60)
@@ -136,7 +141,11 @@ def test_run_inline_enforces_the_timeout_and_exits_124(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RUNSPACE_JOBS_PATH": str(ROOT / "tests" / "jobs"),
            "RUNSPACE_DEFAULT_TIMEOUT": "1", "RUNSPACE_KILL_GRACE": "0.5"}
     # A Python job, and a command that ignores SIGTERM (so only the SIGKILL after the grace ends it).
-    for args in (["echo", "value=1", "delay=60"], ["sh_script", "script=trap '' TERM; exec sleep 60"]):
+    # A Python job; a command that ignores SIGTERM (so only the SIGKILL after the grace ends it); a
+    # command whose child is a process of its own (the whole tree ends, not just the shell).
+    tag = f"61.{uuid.uuid4().int % 10**9}"  # a sleep no other process runs: found by its argv
+    for args in (["echo", "value=1", "delay=60"], ["sh_script", "script=trap '' TERM; exec sleep 60"],
+                 ["sh_script", f"script=sleep {tag}; echo never"]):
         started = time.monotonic()
         out = subprocess.run([sys.executable, "-m", "supervisor", "run", *args], env=env, capture_output=True,
                              text=True, timeout=60)
@@ -144,6 +153,7 @@ def test_run_inline_enforces_the_timeout_and_exits_124(tmp_path: Path) -> None:
         assert "timed out" in out.stderr and "timeout of 1 s" in out.stderr
         assert json.loads(out.stdout)["type"] == "Timeout"
         assert time.monotonic() - started < 30  # not the job's 60 s
+    assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", tag]]
 
 
 def test_run_inline_ended_by_sigterm_removes_its_tmp_dir(tmp_path: Path) -> None:
@@ -179,11 +189,15 @@ def test_run_debug_breakpoint_stops_in_pdb(tmp_path: Path) -> None:
                          input="p y\nc\n", capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "(Pdb)" in out.stdout and "42" in out.stdout
+    # Without --debug the type's timeout applies, but not while you are in the debugger.
+    env["RUNSPACE_DEFAULT_TIMEOUT"] = "0.5"
+    out = subprocess.run([sys.executable, "-m", "supervisor", "run", "bp", "x=2"], env=env,
+                         input="import time; time.sleep(1.5)\np y\nc\n", capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "timed out" not in out.stderr, out.stderr
+    assert "42" in out.stdout
 
 
 def _alive(pid: int) -> bool:
-    import psutil
-
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:

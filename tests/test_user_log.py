@@ -143,19 +143,19 @@ def test_cli_user_log_prints_the_log_and_defaults_to_the_caller(daemon: DaemonPr
 def test_cli_user_log_follow_json_prints_one_object_per_line(daemon: DaemonProcess) -> None:
     follower = subprocess.Popen([sys.executable, "-m", "supervisor", "user-log", "grace", "-f", "--json"],
                                 env=daemon.env, stdout=subprocess.PIPE, text=True)
+    seen: list[dict] = []
+    reader = threading.Thread(target=lambda: seen.extend(json.loads(line) for line in follower.stdout or []),
+                              daemon=True)
+    reader.start()
     try:
         job_id = daemon.submit("user_note", {"user": "grace", "text": "json"})["id"]
-        seen = []
-        assert follower.stdout is not None
-        for raw_line in follower.stdout:  # ends when the job's last event arrived (or the pipe closes)
-            seen.append(json.loads(raw_line))
-            if " succeeded" in seen[-1]["line"]:
-                break
+        wait_until(lambda: seen and " succeeded" in seen[-1]["line"], timeout=30, what="the job's last line")
     finally:
         follower.terminate()
         follower.wait(timeout=10)
+    reader.join(timeout=10)
     assert all(obj["user"] == "grace" and "\n" not in obj["line"] for obj in seen)
-    assert any(f"{job_id} user_note json 19" in obj["line"] for obj in seen) and " succeeded" in seen[-1]["line"]
+    assert any(f"{job_id} user_note json 19" in obj["line"] for obj in seen)  # user_note's last ctx.log line
 
 
 def test_non_admins_see_only_lines_of_their_own_jobs(tmp_path: Path) -> None:
@@ -170,7 +170,6 @@ def test_non_admins_see_only_lines_of_their_own_jobs(tmp_path: Path) -> None:
     assert line_filter(store, alice, "alice")(chunk) == chunk  # the log named after you is yours
     assert line_filter(store, admin, "alice")(chunk) == chunk
     store.close()
-
 
 
 def test_a_rotation_or_retention_loguru_cannot_parse_is_refused_at_start(tmp_path: Path) -> None:

@@ -13,10 +13,9 @@ router = APIRouter(tags=["daemon"])
 
 @router.get("/v1/jobtypes")
 async def job_types(daemon: DaemonDep, caller: CallerDep) -> dict[str, object]:
-    registry, settings = daemon.registry, daemon.settings
+    registry = daemon.registry
     return {
-        "items": [jt.describe(settings.default_timeout, settings.kill_grace)
-                  for jt in sorted(registry.types.values(), key=lambda t: t.name)],
+        "items": [jt.describe(daemon.settings) for jt in sorted(registry.types.values(), key=lambda t: t.name)],
         "next_cursor": None,
         # The traceback shows the module's code and the daemon's paths: for admins, who fix modules.
         "broken": [{"module": str(b.path), "error": b.error, "traceback": b.traceback if caller.admin else None}

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from supervisor.api.body import REF_TEMPLATE
 from supervisor.models import JobStatus
@@ -46,6 +46,12 @@ _ERRORS = {
     ("post", "/v1/batches"): _SUBMITS,
     ("post", "/v1/jobs/{job_id}/cancel"): (404, 409),
 }
+# Second success answers: a batch resubmitted as it was, a job still ending when cancel answers.
+# (status, documented like, description)
+_ALSO_SUCCEEDS = {
+    ("post", "/v1/batches"): ("200", "202", "Submitted before with the same batch_id and body: the original"),
+    ("post", "/v1/jobs/{job_id}/cancel"): ("202", "200", "Cancelled; the job's tree is still being ended"),
+}
 _WITH_LOCATION = {
     ("post", "/v1/jobs"), ("get", "/v1/jobs/{job_id}"), ("get", "/v1/jobs/{job_id}/wait"),
     ("post", "/v1/jobs/{job_id}/cancel"), ("post", "/v1/batches"),
@@ -54,11 +60,15 @@ _LOCATION = {"Location": {"description": "The job's or batch's own URL.", "schem
 
 
 class JobPage(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # tests check real answers against it
+
     items: list[JobStatus]
     next_cursor: str | None
 
 
 class BatchCreated(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # tests check real answers against it
+
     batch_id: str
     job: str
     size: int
@@ -68,6 +78,8 @@ class BatchCreated(BaseModel):
 
 
 class BatchStatus(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # tests check real answers against it
+
     batch_id: str
     job: str
     requestor: str
@@ -121,13 +133,16 @@ def _document_operation(method: str, path: str, op: dict[str, Any], schemas: dic
         status = "202" if method == "post" else "200"
         responses[status] = {"description": responses.get(status, {}).get("description", "OK"),
                              "content": {"application/json": {"schema": _hoisted(model, schemas)}}}
+    if (method, path) in _ALSO_SUCCEEDS:
+        status, like, description = _ALSO_SUCCEEDS[(method, path)]
+        responses[status] = {**responses[like], "description": description}
     if (method, path) in _WITH_LOCATION:
         for status in ("200", "202"):
             if status in responses:
                 responses[status]["headers"] = _LOCATION
     statuses = {401, 403, *_ERRORS.get((method, path), ())}
-    if op.get("parameters") or op.get("requestBody"):
-        statuses.add(400)
+    if op.get("requestBody") or any(param["in"] != "path" for param in op.get("parameters", [])):
+        statuses.add(400)  # (a malformed id in the path is a 404: no such job)
     if "{" in path:
         statuses.add(404)
     for status in sorted(statuses):

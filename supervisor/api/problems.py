@@ -48,8 +48,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         headers = dict(exc.headers or {})
-        if exc.status_code == 405:
-            headers["Allow"] = _allowed_methods(app, request.url.path)
+        if exc.status_code == 405:  # routes outside the schema (/openapi.json) keep Starlette's own
+            headers["Allow"] = _allowed_methods(app, request.url.path) or headers.get("Allow", "")
         return problem(exc.status_code, str(exc.detail), str(exc.detail), f"http-{exc.status_code}", headers=headers)
 
     @app.exception_handler(Exception)

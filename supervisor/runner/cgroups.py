@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 from pathlib import Path
 
@@ -35,13 +36,22 @@ def process_cgroup(pid: int, root: Path) -> Path | None:
     return path if path is not None and path.parent == root else None
 
 
+def cgroup_root_name(state_dir: Path) -> str:
+    """Named after the state dir, so a restarted daemon finds the cgroups of the jobs it re-adopts."""
+    return "runspace-" + hashlib.sha1(str(state_dir.resolve()).encode()).hexdigest()[:10]
+
+
+def cgroup_root_path(name: str) -> Path | None:
+    """`<our cgroup>/<name>`, made or not; None without a cgroup2 mount."""
+    mount = _cgroup2_mount()
+    return mount / _own_cgroup().lstrip("/") / name if mount is not None else None
+
+
 def detect_cgroup_root(name: str) -> Path | None:
     """`<our cgroup>/<name>` when we may create cgroups there and cgroup.kill exists (Linux ≥ 5.14)."""
-    mount = _cgroup2_mount()
-    if mount is None:
+    root = cgroup_root_path(name)
+    if root is None:
         return None
-    base = mount / _own_cgroup().lstrip("/")
-    root = base / name
     try:
         root.mkdir(exist_ok=True)
     except OSError:

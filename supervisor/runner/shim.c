@@ -247,9 +247,17 @@ static double monotonic(void) {
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* worker.FileReporter.progress */
+/* worker.FileReporter.progress. The daemon reads only the last report in progress.json, so
+ * each report carries the last message given, not just its own (a burst may skip the report
+ * that had it). */
+static struct buf last_message;
+static int have_message;
+
 static void report_progress(double done, double total, const char *message, size_t message_len) {
     if (message) {
+        last_message.len = 0;
+        buf_add(&last_message, message, message_len);
+        have_message = 1;
         struct buf ev = {0};
         buf_adds(&ev, "progress ");
         add_g(&ev, done);
@@ -271,7 +279,7 @@ static void report_progress(double done, double total, const char *message, size
     buf_adds(&json, ", \"total\": ");
     add_json_number(&json, total);
     buf_adds(&json, ", \"message\": ");
-    if (message) add_json_string(&json, message, message_len);
+    if (have_message) add_json_string(&json, last_message.p, last_message.len);
     else buf_adds(&json, "null");
     buf_adds(&json, "}");
     write_json_atomic(cfg.progress, &json);

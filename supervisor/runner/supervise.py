@@ -46,7 +46,7 @@ class Outcome:
     signal: int | None = None
     reason: str | None = None
     killed_at: float | None = None
-    ended_at: float | None = None  # when the job wrote its result (unset: when the daemon noticed)
+    finished_at: float | None = None  # when the job wrote its result (unset: when the daemon noticed)
 
 
 @dataclass
@@ -205,7 +205,7 @@ def outcome_of(run: RunningJob) -> Outcome:
             signal=report.get("signal"),
             reason=run.kill_reason.value if run.kill_reason else None,
             killed_at=run.killed_at,
-            ended_at=_result_written_at(run),
+            finished_at=_result_written_at(run),
         )
     if run.kill_reason is not None:
         if report is not None:  # how the command itself ended, not its shim

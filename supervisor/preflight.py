@@ -9,6 +9,7 @@ import grp
 import os
 import pwd
 import re
+from collections.abc import Callable
 
 from supervisor.errors import InvalidParams
 from supervisor.settings import Settings
@@ -18,28 +19,25 @@ _STORE_SCHEMES = ("sqlite", "postgres", "postgresql")
 
 
 def check_settings(settings: Settings) -> None:
-    for problem in (_socket_group(settings), _run_as(settings), _cgroup_root(settings), _store(settings)):
+    problems = (
+        _missing("RUNSPACE_SOCKET_GROUP", settings.socket_group, grp.getgrnam, "group"),
+        _missing("RUNSPACE_RUN_AS", settings.run_as, pwd.getpwnam, "user"),
+        _cgroup_root(settings),
+        _store(settings),
+    )
+    for problem in problems:
         if problem:
             raise InvalidParams(problem)
 
 
-def _socket_group(settings: Settings) -> str | None:
-    if settings.socket_group is None:
+def _missing(setting: str, name: str | None, lookup: Callable[[str], object], kind: str) -> str | None:
+    """A user or group the setting names that this host does not have."""
+    if name is None:
         return None
     try:
-        grp.getgrnam(settings.socket_group)
+        lookup(name)
     except KeyError:
-        return f"RUNSPACE_SOCKET_GROUP={settings.socket_group!r}: no such group on this host"
-    return None
-
-
-def _run_as(settings: Settings) -> str | None:
-    if settings.run_as is None:
-        return None
-    try:
-        pwd.getpwnam(settings.run_as)
-    except KeyError:
-        return f"RUNSPACE_RUN_AS={settings.run_as!r}: no such user on this host"
+        return f"{setting}={name!r}: no such {kind} on this host"
     return None
 
 

@@ -3,8 +3,10 @@
 Scripts poll `runspace status` in loops, so its start-up is its speed, and importing click
 alone takes longer than Python's own start. A command line that is exactly a status read,
 with RUNSPACE_SOCKET naming the socket, is answered here. Anything else (other commands or
-options, --help, a socket found through the settings file) and any error go to the click CLI,
-which prints the same answer and every message, so the two paths cannot drift apart.
+options, --help, a socket found through the settings file) and any error the daemon answers
+go to the click CLI, which prints the same answer and every message, so the two paths cannot
+drift apart (tests/test_cli.py compares them). Only an unreachable daemon is reported here, in
+the click CLI's words: asking again would wait twice for a daemon that does not answer.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def _quick_status(args: list[str], socket_path: str | None) -> int | None:
 
     try:
         status = FastClient(Path(socket_path)).status(operands[0])
-    except DaemonUnreachable as exc:  # asking again through click would wait for a hung daemon twice
+    except DaemonUnreachable as exc:
         print(f"runspace: error: {exc.detail}", file=sys.stderr)
         return EXIT_UNREACHABLE
     except RunspaceError:

@@ -229,11 +229,13 @@ class Scheduler:
             st = run.files.progress.stat()
         except OSError:
             return
-        version = (st.st_ino, st.st_mtime_ns)  # each report is a new file renamed into place
-        if version == run.progress_version:
+        # Each report is a new file renamed into place; a new inode number and time tell a
+        # repeated report apart, the content one within the same clock tick and a reused inode.
+        seen = (st.st_ino, st.st_mtime_ns, read_json(run.files.progress, MAX_REPORT_BYTES))
+        if seen == run.progress_seen:
             return
-        run.progress_version = version
-        report = parse_progress(read_json(run.files.progress, MAX_REPORT_BYTES), job_id)
+        run.progress_seen = seen
+        report = parse_progress(seen[2], job_id)
         if report is not None:
             self.on_progress(report)
 

@@ -63,7 +63,7 @@ class RunningJob:
     killed_at: float | None = None
     cancel_requested: bool = False
     last_progress: float = 0.0
-    progress_version: tuple[int, int] | None = None  # progress.json's (inode, mtime) last read
+    progress_seen: tuple[int, int, Any] | None = None  # progress.json's inode, mtime and report last read
     _attention: anyio.Event = field(default_factory=anyio.Event)
 
     def on_exit(self, status: int | None) -> None:

@@ -150,8 +150,9 @@ class Daemon:
             self.tokens = TokenTable.load(s.tokens_file)
             sockets.append(bind_tcp(s.tcp_listen))
             logger.info("also listening on tcp {} ({} tokens)", s.tcp_listen, len(self.tokens.entries))
+        # No proxy sits in front of a Unix socket: X-Forwarded-* headers are a client's to forge.
         server = _Server(uvicorn.Config(create_app(self), http=PeerCredProtocol, lifespan="off", log_config=None,
-                                        access_log=False, timeout_graceful_shutdown=1))
+                                        access_log=False, timeout_graceful_shutdown=1, proxy_headers=False))
         where = f"{inherited[0].getsockname()} (from systemd)" if inherited else s.socket
         logger.info("runspace daemon {} listening on {} (cgroups: {})", os.getpid(), where,
                     cgroups.root if cgroups else "off")

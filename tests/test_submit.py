@@ -172,6 +172,14 @@ def test_jobtypes_lists_schema_and_openapi_is_served(daemon: DaemonProcess) -> N
     assert home["options"]["timeout"] == 600 and home["options"]["log_user"] == "username"
     echo = types["echo"]["options"]  # declares nothing: the settings' limits apply, and are shown
     assert echo["timeout"] == 3600 and echo["kill_grace"] == 1 and echo["max_memory"] is None
+    names, cursor = [], None  # paged like every collection
+    while True:
+        page = raw(daemon, "GET", "/v1/jobtypes", params={"limit": 7, **({"cursor": cursor} if cursor else {})}).json()
+        assert len(page["items"]) <= 7
+        names += [t["name"] for t in page["items"]]
+        if not (cursor := page["next_cursor"]):
+            break
+    assert names == sorted(types)
     spec = raw(daemon, "GET", "/openapi.json").json()
     assert "/v1/jobs" in spec["paths"] and "/v1/jobs/{job_id}/cancel" in spec["paths"]
 

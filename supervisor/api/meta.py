@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
 from supervisor.api.deps import CallerDep, DaemonDep
@@ -12,11 +14,18 @@ router = APIRouter(tags=["daemon"])
 
 
 @router.get("/v1/jobtypes")
-async def job_types(daemon: DaemonDep, caller: CallerDep) -> dict[str, object]:
+async def job_types(
+    daemon: DaemonDep,
+    caller: CallerDep,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Types per page, by name.")] = 1000,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page (a type's name).")] = None,
+) -> dict[str, object]:
     registry = daemon.registry
+    names = sorted(name for name in registry.types if cursor is None or name > cursor)
+    page = names[:limit]
     return {
-        "items": [jt.describe(daemon.settings) for jt in sorted(registry.types.values(), key=lambda t: t.name)],
-        "next_cursor": None,
+        "items": [registry.types[name].describe(daemon.settings) for name in page],
+        "next_cursor": page[-1] if len(names) > limit else None,
         # The traceback shows the module's code and the daemon's paths: for admins, who fix modules.
         "broken": [{"module": str(b.path), "error": b.error, "traceback": b.traceback if caller.admin else None}
                    for b in registry.broken],

@@ -177,7 +177,7 @@ def _result_written_at(run: RunningJob) -> float | None:
     """A job that ended while the daemon was down ended then, not when the daemon came back.
     (Bounded: the job's own user could set the file's time to anything.)"""
     try:
-        written = run.files.result.stat().st_mtime
+        written = run.files.result.lstat().st_mtime  # the link itself, as read_json never follows one
     except OSError:
         return None
     return min(max(written, run.rec.started_at or written), time.time())

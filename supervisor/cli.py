@@ -90,11 +90,23 @@ def read_input(path: str, option: str) -> str:
         raise InvalidParams(f"{option} {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
 
 
+def finite_json(text: str) -> Any:
+    """json.loads, refusing NaN, Infinity and numbers like 1e400, which JSON cannot carry."""
+    def refuse(word: str) -> Any:
+        raise ValueError(f"{word} is not a finite number")
+
+    def finite(word: str) -> float:
+        number = float(word)
+        return number if math.isfinite(number) else refuse(word)
+
+    return json.loads(text, parse_constant=refuse, parse_float=finite)
+
+
 def json_object(text: str, where: str) -> dict[str, Any]:
     """A JSON object of params; `where` names the option (and line) in the error."""
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
+        value = finite_json(text)
+    except ValueError as exc:  # JSONDecodeError too
         raise InvalidParams(f"{where}: not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise InvalidParams(f"{where}: must hold a JSON object (a job's params)")
@@ -112,10 +124,12 @@ def parse_pairs(pairs: tuple[str, ...], params_file: str | None) -> dict[str, An
             raise InvalidParams(f"expected key=value, got {pair!r}")
         if value[:1] in "[{":
             try:
-                params[key] = json.loads(value)
+                params[key] = finite_json(value)
                 continue
             except json.JSONDecodeError:
                 pass
+            except ValueError as exc:
+                raise InvalidParams(f"{pair}: {exc}") from None
         params[key] = value
     return params
 

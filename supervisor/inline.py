@@ -9,17 +9,21 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import click
-import psutil
 
 from supervisor.context import JobContext
 from supervisor.logs import stamp
 from supervisor.registry import JobType, load_registry
+from supervisor.runner.files import ENV_MARKER
+from supervisor.runner.kill import kill_tree
+from supervisor.runner.tree import JobTree
 from supervisor.settings import Settings
 from supervisor.submit import SubmitRequest, build_record
 
@@ -33,6 +37,9 @@ class TerminalReporter:
         click.echo(f"{stamp()} [progress] {share} {message or ''}".rstrip(), err=True)
 
 
+_DEBUGGER_RECHECK = 1.0  # s between looks at whether the debugger is still attached
+
+
 class InlineTimeout(BaseException):
     """The job's timeout ran out (a BaseException: job code's `except Exception` must not swallow it)."""
 
@@ -40,34 +47,29 @@ class InlineTimeout(BaseException):
 @contextlib.contextmanager
 def deadline(seconds: float | None) -> Iterator[None]:
     """SIGALRM after `seconds` raises InlineTimeout wherever the job is (None: no limit).
-    A `breakpoint()` stops the clock: a debugging session has no timeout."""
+    Not while a debugger is at work (a `breakpoint()`): then it looks again every second."""
     if seconds is None:
         yield
         return
 
     def expire(*_: object) -> None:
+        if sys.gettrace() is not None:  # pdb (or another tracer) is stepping through the job
+            signal.setitimer(signal.ITIMER_REAL, _DEBUGGER_RECHECK)
+            return
         raise InlineTimeout(f"the job exceeded its timeout of {seconds:g} s")
 
-    hook = sys.breakpointhook
-
-    def breakpoint_without_deadline(*args: Any, **kwargs: Any) -> Any:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        return hook(*args, **kwargs)
-
     previous = signal.signal(signal.SIGALRM, expire)
-    sys.breakpointhook = breakpoint_without_deadline
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-        sys.breakpointhook = hook
 
 
 @contextlib.contextmanager
 def _alarm_held() -> Iterator[None]:
-    """The timeout waits until the command's pid is known, so the command is never left running."""
+    """The timeout waits until the command has started and its output pipe is ours to close."""
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
     try:
         yield
@@ -75,24 +77,10 @@ def _alarm_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
 
 
-def _end_command(pid: int, grace: float) -> None:
-    """SIGTERM to the command and its descendants, SIGKILL to those left after the grace.
-    (Inline there is no cgroup or session of its own: what left the tree is not found.)"""
-    try:
-        leader = psutil.Process(pid)
-        tree = [leader, *leader.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        tree = []
-    for proc in tree:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.terminate()
-    _, alive = psutil.wait_procs(tree, timeout=grace)
-    for proc in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.kill()
-    psutil.wait_procs(alive, timeout=grace)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
+def _end_tree(job_id: str, started: float, grace: float) -> None:
+    """SIGTERM, then SIGKILL after the grace, to every process the job started: found, as
+    under the daemon without cgroups, by the environment marker they all inherited."""
+    anyio.run(kill_tree, JobTree(job_id, None, started), grace)
 
 
 def run_inline(settings: Settings, job: str, params: dict[str, Any], requestor: str,
@@ -109,9 +97,11 @@ def run_inline(settings: Settings, job: str, params: dict[str, Any], requestor: 
     ctx = JobContext(rec.id, jt.name, requestor, rec.log_user, tmpdir, TerminalReporter())
     opts = jt.options.applied(settings)
     timeout, grace = None if debug else opts.timeout, opts.kill_grace
+    os.environ[ENV_MARKER] = rec.id  # inherited by everything the job starts
+    started = time.time()
     try:
         with _sigterm_exits(), deadline(timeout):
-            return _run(jt, jt.params_model.model_validate(rec.params), ctx, grace)
+            return _run(jt, jt.params_model.model_validate(rec.params), ctx)
     except InlineTimeout as exc:
         click.echo(f"runspace: {job} timed out: {exc}", err=True)
         return 124, {"type": "Timeout", "message": str(exc)}
@@ -123,10 +113,11 @@ def run_inline(settings: Settings, job: str, params: dict[str, Any], requestor: 
             pdb.post_mortem(exc.__traceback__)
         return 1, {"type": type(exc).__name__, "message": str(exc)}
     finally:
+        _end_tree(rec.id, started, grace or 0.0)  # leftovers too, as when a job's main process ends
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-def _run(jt: JobType, model: Any, ctx: JobContext, grace: float) -> tuple[int, Any]:
+def _run(jt: JobType, model: Any, ctx: JobContext) -> tuple[int, Any]:
     if jt.kind != "command":
         result = jt.func(model, ctx)
         json.dumps(result)  # what the daemon would refuse to record fails here too
@@ -134,15 +125,9 @@ def _run(jt: JobType, model: Any, ctx: JobContext, grace: float) -> tuple[int, A
     from supervisor.command import check_argv, relay_command, start_command
 
     argv = check_argv(jt.func(model, ctx))
-    pid = None
-    try:
-        with contextlib.chdir(ctx.tmpdir), _alarm_held():  # the job's cwd is its tmp dir, as under the daemon
-            pid, output = start_command(argv)
-        outcome = relay_command(pid, output, argv[0], ctx)
-    except InlineTimeout:
-        if pid is not None:
-            _end_command(pid, grace)
-        raise
+    with contextlib.chdir(ctx.tmpdir), _alarm_held():  # the job's cwd is its tmp dir, as under the daemon
+        pid, output = start_command(argv)
+    outcome = relay_command(pid, output, argv[0], ctx)
     return (0 if outcome["state"] == "succeeded" else 1), outcome.get("result") or outcome.get("error")
 
 

@@ -16,7 +16,7 @@ _USER_LOG_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._@-]{0,63}$")
 
 def check_log_user(value: str, loc: list[str | int]) -> str:
     """A log user names a file under logs/users/, so it must never be a path."""
-    if not _USER_LOG_NAME.match(value) or value in (".", ".."):
+    if not _USER_LOG_NAME.fullmatch(value) or value in (".", ".."):
         raise InvalidParams(
             f"log user {value!r} is not a safe name",
             [FieldError(loc, "must be 1-64 letters, digits, '.', '_', '-' or '@', not starting with '.' or '-'")],

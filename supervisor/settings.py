@@ -51,7 +51,8 @@ def default_config_file() -> Path | None:
 class Settings(BaseSettings):
     """Every knob of a deployment. Env names are `RUNSPACE_<FIELD>` (e.g. RUNSPACE_SOCKET)."""
 
-    model_config = SettingsConfigDict(env_prefix="RUNSPACE_", extra="ignore")
+    # allow_inf_nan: a kill grace or timeout of `inf` seconds would make "then SIGKILL" never come.
+    model_config = SettingsConfigDict(env_prefix="RUNSPACE_", extra="ignore", allow_inf_nan=False)
 
     socket: Path = Field(default_factory=_default_socket, description="Unix socket path the daemon listens on.")
     state_dir: Path = Field(default_factory=_default_state_dir, description="Database and per-job run files.")

@@ -154,6 +154,13 @@ def test_run_inline_enforces_the_timeout_and_exits_124(tmp_path: Path) -> None:
         assert json.loads(out.stdout)["type"] == "Timeout"
         assert time.monotonic() - started < 30  # not the job's 60 s
     assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", tag]]
+    # A Python job's setsid, double-forked and SIGTERM-ignoring children end with it too.
+    pidfile = tmp_path / "tree.pids"
+    out = subprocess.run([sys.executable, "-m", "supervisor", "run", "spawn_tree", f"pidfile={pidfile}"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 124, out.stderr
+    pids = [int(pid) for pid in pidfile.read_text().split()]
+    assert len(pids) == 3 and not [pid for pid in pids if _alive(pid)]
 
 
 def test_run_inline_ended_by_sigterm_removes_its_tmp_dir(tmp_path: Path) -> None:

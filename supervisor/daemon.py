@@ -19,6 +19,7 @@ from supervisor import systemd
 from supervisor.api.app import create_app
 from supervisor.api.peer import PeerCredProtocol
 from supervisor.api.tokens import TokenTable
+from supervisor.errors import RunspaceError
 from supervisor.ids import is_job_id
 from supervisor.listener import bind_tcp, bind_unix
 from supervisor.preflight import check_settings, unknown_env
@@ -59,6 +60,7 @@ class _Server(uvicorn.Server):
 class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.serving = False  # set once start-up is done: errors before it are one line (run_daemon)
         self.draining = False
         self.starts = 0
         self.tokens: TokenTable | None = None
@@ -156,6 +158,7 @@ class Daemon:
         where = f"{inherited[0].getsockname()} (from systemd)" if inherited else s.socket
         logger.info("runspace daemon {} listening on {} (cgroups: {})", os.getpid(), where,
                     cgroups.root if cgroups else "off")
+        self.serving = True
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(services.reaper.run)
@@ -234,6 +237,18 @@ def check_config_trusted(settings: Settings) -> None:
 
 def run_daemon(settings: Settings, debug: bool = False) -> None:
     setup_logging(debug)
-    anyio.run(Daemon(settings).serve)
+    daemon = Daemon(settings)
+    try:
+        anyio.run(daemon.serve)
+    except RunspaceError:
+        raise
+    except Exception as exc:
+        if daemon.serving:
+            raise
+        # A state dir it cannot write, a store it cannot open, a port it cannot bind: one
+        # line, as for a bad setting (the traceback with --debug).
+        if debug:
+            logger.opt(exception=exc).debug("start-up failed")
+        raise RunspaceError(f"the daemon could not start: {type(exc).__name__}: {exc}") from None
 
 

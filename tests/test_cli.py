@@ -102,6 +102,19 @@ def test_bad_settings_refuse_to_start_with_one_line_naming_where_they_came_from(
         assert not (tmp_path / "rs.sock").exists() and not (tmp_path / f"state{n}").exists()
 
 
+def test_a_daemon_that_cannot_start_says_why_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    for extra in ({"RUNSPACE_STATE_DIR": "/proc/runspace-state"},  # cannot be created
+                  {"RUNSPACE_STORE": str(tmp_path / "file" / "x.db")}):  # under a file
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "RUNSPACE_SOCKET": str(tmp_path / "rs.sock"),
+               "RUNSPACE_STATE_DIR": str(tmp_path / "state"), **extra}
+        out = subprocess.run([sys.executable, "-m", "supervisor", "daemon"], env=env, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+        assert out.stderr.strip().splitlines()[-1].startswith("runspace: error: the daemon could not start: ")
+        assert not (tmp_path / "rs.sock").exists()
+
+
 def test_a_runspace_variable_that_is_no_setting_is_named_in_the_daemon_log(make_daemon) -> None:
     d = make_daemon(RUNSPACE_MAX_CONCURENCY="3")  # sic: the typo would otherwise do nothing at all
     assert "RUNSPACE_MAX_CONCURENCY is not a runspace setting and is ignored" in d.log()

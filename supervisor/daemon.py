@@ -22,7 +22,7 @@ from supervisor.api.tokens import TokenTable
 from supervisor.errors import RunspaceError
 from supervisor.ids import is_job_id
 from supervisor.listener import bind_tcp, bind_unix
-from supervisor.preflight import check_settings, unknown_env
+from supervisor.preflight import check_settings, doubtful_settings, unknown_env
 from supervisor.registry import Registry, load_registry
 from supervisor.runner.cgroups import JobCgroups, cgroup_root_name, detect_cgroup_root
 from supervisor.runner.forkserver import ForkServer
@@ -120,6 +120,8 @@ class Daemon:
         check_settings(s)
         for name in unknown_env(os.environ):
             logger.warning("{} is not a runspace setting and is ignored (`runspace daemon --help` lists them)", name)
+        for doubt in doubtful_settings(s):
+            logger.warning(doubt)
         for path in (s.state_dir, s.logs):
             path.mkdir(parents=True, exist_ok=True)
         check_config_trusted(s)

@@ -64,3 +64,16 @@ def unknown_env(environ: dict[str, str] | os._Environ[str]) -> list[str]:
     nothing at all. Only warned about: job code may read RUNSPACE_* variables of its own."""
     known = {f"RUNSPACE_{name.upper()}" for name in Settings.model_fields} | {"RUNSPACE_CONFIG"}
     return sorted(name for name in environ if name.startswith("RUNSPACE_") and name not in known)
+
+
+def doubtful_settings(settings: Settings) -> list[str]:
+    """Names a setting lists that this host does not have: warned about, not refused (a user
+    may be added later), but a typo would otherwise lock someone out without a word."""
+    doubts = [f"RUNSPACE_{setting.upper()} names {name!r}, which is no user on this host"
+              for setting in ("allowed_users", "admins") for name in getattr(settings, setting)
+              if _missing(setting, name, pwd.getpwnam, "user")]
+    doubts += [f"RUNSPACE_ALLOWED_GROUPS names {name!r}, which is no group on this host"
+               for name in settings.allowed_groups if _missing("allowed_groups", name, grp.getgrnam, "group")]
+    doubts += [f"RUNSPACE_JOBS_PATH names {str(path)!r}, which is no directory" for path in settings.jobs_path
+               if not path.is_dir()]
+    return doubts

@@ -116,9 +116,12 @@ def test_a_daemon_that_cannot_start_says_why_in_one_line(tmp_path: Path) -> None
 
 
 def test_a_runspace_variable_that_is_no_setting_is_named_in_the_daemon_log(make_daemon) -> None:
-    d = make_daemon(RUNSPACE_MAX_CONCURENCY="3")  # sic: the typo would otherwise do nothing at all
+    d = make_daemon(RUNSPACE_MAX_CONCURENCY="3",  # sic: the typo would otherwise do nothing at all
+                    RUNSPACE_ADMINS="no-such-admin", RUNSPACE_ALLOWED_GROUPS="no-such-group")
     assert "RUNSPACE_MAX_CONCURENCY is not a runspace setting and is ignored" in d.log()
     assert "RUNSPACE_MAX_CONCURRENCY is not" not in d.log()
+    assert "RUNSPACE_ADMINS names 'no-such-admin', which is no user on this host" in d.log()
+    assert "RUNSPACE_ALLOWED_GROUPS names 'no-such-group', which is no group on this host" in d.log()
 
 
 def test_params_from_stdin_and_json_values(daemon: DaemonProcess) -> None:

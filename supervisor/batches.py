@@ -143,7 +143,8 @@ class Batches:
         return batch
 
     def _refuse_tagged_jobs(self, batch_id: str, requestor: str) -> None:
-        # Jobs already tagged with this id by POST /v1/jobs would count as the batch's items.
+        # One rule, both ways (refuse_joining_a_batch): jobs already tagged with this id by
+        # POST /v1/jobs would count as the batch's items.
         tagged = self.store.batch_counts(BatchRecord(batch_id, "", requestor, 0, ""))
         if tagged:
             raise Conflict(f"batch id {batch_id!r} already tags {sum(tagged.values())} of your jobs "
@@ -205,6 +206,16 @@ class Batches:
             if batch is not None:
                 logger.info("batch {}: queueing the missed callback for item {}", batch.id, item.id)
                 self.queue_callback(batch, item)
+
+
+def refuse_joining_a_batch(store: Store, requestor: str, batch_id: str) -> None:
+    """POST /v1/jobs may tag a job with a batch_id, but not add it to a batch POST /v1/batches
+    created: that batch's size, counts and `done` are its own items (Batches._refuse_tagged_jobs
+    keeps the rule the other way round)."""
+    batch = store.get_batch(batch_id)
+    if batch is not None and batch.requestor == requestor:
+        raise Conflict(f"batch {batch_id!r} was created by POST /v1/batches and takes no more items; "
+                       "create a new batch, or tag this job with another batch_id")
 
 
 def batch_summary(store: Store, batch: BatchRecord) -> dict[str, Any]:

@@ -32,13 +32,17 @@ def check_settings(settings: Settings) -> None:
 
 def _missing(setting: str, name: str | None, lookup: Callable[[str], object], kind: str) -> str | None:
     """A user or group the setting names that this host does not have."""
-    if name is None:
+    if name is None or _known(lookup, name):
         return None
+    return f"{setting}={name!r}: no such {kind} on this host"
+
+
+def _known(lookup: Callable[[str], object], name: str) -> bool:
     try:
         lookup(name)
     except KeyError:
-        return f"{setting}={name!r}: no such {kind} on this host"
-    return None
+        return False
+    return True
 
 
 def _cgroup_root(settings: Settings) -> str | None:
@@ -71,9 +75,9 @@ def doubtful_settings(settings: Settings) -> list[str]:
     may be added later), but a typo would otherwise lock someone out without a word."""
     doubts = [f"RUNSPACE_{setting.upper()} names {name!r}, which is no user on this host"
               for setting in ("allowed_users", "admins") for name in getattr(settings, setting)
-              if _missing(setting, name, pwd.getpwnam, "user")]
+              if not _known(pwd.getpwnam, name)]
     doubts += [f"RUNSPACE_ALLOWED_GROUPS names {name!r}, which is no group on this host"
-               for name in settings.allowed_groups if _missing("allowed_groups", name, grp.getgrnam, "group")]
+               for name in settings.allowed_groups if not _known(grp.getgrnam, name)]
     doubts += [f"RUNSPACE_JOBS_PATH names {str(path)!r}, which is no directory" for path in settings.jobs_path
                if not path.is_dir()]
     return doubts

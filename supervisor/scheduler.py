@@ -220,11 +220,15 @@ class Scheduler:
 
     def on_progress_ping(self, job_id: str) -> None:
         """A job says it rewrote its progress.json. The ping's own values are not trusted (any
-        local user may send to the socket): the report is what the job's run dir holds, and a
-        file no one rewrote is no sign of life for the idle timeout."""
+        local user may send to the socket): the report is what the job's run dir holds."""
         run = self.running.get(job_id)
-        if run is None:
-            return
+        if run is not None:
+            self._read_progress(run)
+
+    def _read_progress(self, run: RunningJob) -> None:
+        """The job's last report from its progress.json, if it is one not read before: after a
+        ping, and when the job ends (a report sent while the daemon was down, or dropped by a
+        full socket, never pinged). A file no one rewrote is no sign of life for the idle timeout."""
         try:
             st = run.files.progress.stat()
         except OSError:
@@ -235,17 +239,8 @@ class Scheduler:
         if seen == run.progress_seen:
             return
         run.progress_seen = seen
-        report = parse_progress(seen[2], job_id)
+        report = parse_progress(seen[2], run.rec.id)
         if report is not None:
-            self.on_progress(report)
-
-    def _catch_up_progress(self, run: RunningJob) -> None:
-        """The job's last progress report, from its progress.json: one sent while the daemon
-        was down (or dropped by a full socket) never reached on_progress."""
-        report = parse_progress(read_json(run.files.progress, MAX_REPORT_BYTES), run.rec.id)
-        rec = run.rec
-        if report and (report.done, report.total, report.message or rec.message) != (rec.progress, rec.total,
-                                                                                     rec.message):
             self.on_progress(report)
 
     # -- dispatching ---------------------------------------------------------------
@@ -364,7 +359,7 @@ class Scheduler:
         outcome = await supervise(run, self._record_kill)
         if run.tree.leader_pid is not None:
             self.s.reaper.forget(run.tree.leader_pid, run.on_exit)
-        self._catch_up_progress(run)
+        self._read_progress(run)
         del self.running[run.rec.id]
         self._end_or_retry(run.rec, outcome)
         if self.s.cgroups and run.tree.cgroup:

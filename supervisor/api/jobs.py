@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from supervisor.api.body import json_body, json_body_schema
 from supervisor.api.deps import CallerDep, CursorQuery, DaemonDep, OffsetQuery
 from supervisor.auth import Caller
+from supervisor.batches import refuse_joining_a_batch
 from supervisor.errors import Conflict, Draining, FieldError, InvalidParams, NotFound
 from supervisor.ids import is_job_id
 from supervisor.logs import job_log_path, read_from
@@ -57,14 +58,6 @@ def _one_idempotency_key(body: str | None, header: str | None) -> str | None:
     return body or header
 
 
-def _refuse_joining_a_batch(daemon: DaemonDep, caller: Caller, batch_id: str) -> None:
-    # A batch's items are fixed when it is created: its size, counts and `done` count on it.
-    batch = daemon.store.get_batch(batch_id)
-    if batch is not None and batch.requestor == caller.name:
-        raise Conflict(f"batch {batch_id!r} was created by POST /v1/batches and takes no more items; "
-                       "create a new batch, or tag this job with another batch_id")
-
-
 @router.post("", status_code=202, response_model=JobStatus, responses={200: {"model": JobStatus}},
              openapi_extra=json_body_schema(SubmitRequest))
 async def submit_job(
@@ -79,7 +72,7 @@ async def submit_job(
         raise Draining("the daemon is shutting down and accepts no new jobs; retry when it is back")
     req.idempotency_key = _one_idempotency_key(req.idempotency_key, idempotency_key)
     if req.batch_id is not None:
-        _refuse_joining_a_batch(daemon, caller, req.batch_id)
+        refuse_joining_a_batch(daemon.store, caller.name, req.batch_id)
     rec = _idempotent_match(daemon, caller, req, req.idempotency_key) if req.idempotency_key else None
     if rec is None:
         rec = build_record(daemon.registry, req, caller.name)

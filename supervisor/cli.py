@@ -14,6 +14,7 @@ import click
 from supervisor.errors import DaemonUnreachable, InvalidParams, NotFound, RunspaceError
 from supervisor.output import (
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_TIMED_OUT,
     EXIT_UNREACHABLE,
@@ -48,12 +49,26 @@ def _settings():
     return load_settings()
 
 
+def goes_on(ctx: click.Context, note: str) -> None:
+    """What a Ctrl-C from here on leaves running, and how to get back to it (said on exit 130)."""
+    ctx.obj["goes_on"] = note
+
+
+def job_goes_on(ctx: click.Context, job_id: str) -> None:
+    goes_on(ctx, f"job {job_id} goes on (`runspace wait {job_id}` follows it again, "
+                 f"`runspace cancel {job_id}` stops it)")
+
+
 class RunspaceGroup(click.Group):
     """Turns every RunspaceError into one line on stderr and the right exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:  # Ctrl-C only stops watching: what runs in the daemon goes on
+            note = (ctx.obj or {}).get("goes_on")
+            click.echo(f"\nrunspace: interrupted; {note}" if note else "\nrunspace: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
         except RunspaceError as exc:
             click.echo(f"runspace: error: {exc.detail}", err=True)
             for err in exc.errors:
@@ -142,6 +157,7 @@ def check_job_id(job_id: str) -> None:
 
 
 @click.group(cls=RunspaceGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="runspace", message="runspace %(version)s")
 @click.option("--socket", envvar="RUNSPACE_SOCKET", type=click.Path(), help="Daemon socket (default from settings).")
 @click.pass_context
 def main(ctx: click.Context, socket: str | None) -> None:
@@ -154,7 +170,12 @@ def main(ctx: click.Context, socket: str | None) -> None:
 
     \b
     Exit codes: 0 ok, 1 job failed or cancelled, 2 usage or invalid params,
-    3 daemon unreachable, 124 job timed out or hung (or a wait ran out).
+    3 daemon unreachable, 124 job timed out or hung (or a wait ran out),
+    130 interrupted (Ctrl-C; the job goes on).
+
+    \b
+    Shell completion (bash; zsh_source, fish_source likewise):
+      eval "$(_RUNSPACE_COMPLETE=bash_source runspace)"
     """
     ctx.ensure_object(dict)
     ctx.obj["socket"] = socket
@@ -197,21 +218,23 @@ def submit(ctx, job, pairs, params_file, wait, follow, priority, idempotency_key
 
     Prints the job id; with --wait, the result (exit code follows the job)."""
     params = parse_pairs(pairs, params_file)
+    goes_on(ctx, "the job may have been queued (`runspace list` shows your jobs)")
     with _client(ctx) as client:
         _, status = client.submit(job, params, wait=wait, priority=priority, idempotency_key=idempotency_key)
+        job_goes_on(ctx, status["id"])
         if follow and not status["done"]:
             from supervisor.progress import follow_progress
 
             status = follow_progress(client, status["id"], timeout=None, quiet=as_json)
     if as_json:
         print_json(status)
-    elif status["done"]:
+    elif status["done"] or wait:  # README: `--wait` prints the result, or the status when it runs out
         print_status(status)
     else:
         click.echo(status["id"])
-        if wait:
-            click.echo(f"runspace: still {status['state']} after {wait:g} s; `runspace wait {status['id']}` "
-                       "waits for the result", err=True)
+    if wait and not status["done"] and not as_json:
+        click.echo(f"runspace: still {status['state']} after {wait:g} s; the job goes on: "
+                   f"`runspace wait {status['id']}` waits for the result", err=True)
     if wait and not status["done"]:
         sys.exit(EXIT_TIMED_OUT)  # like timeout(1): the wait ran out, the job goes on
     sys.exit(state_exit_code(status))
@@ -258,6 +281,7 @@ def list_jobs(ctx, state, job, batch_id, limit, cursor, as_json) -> None:
 @click.pass_context
 def logs(ctx, job_id, follow, as_json) -> None:
     """Print a job's output (stdout and stderr, timestamped)."""
+    job_goes_on(ctx, job_id)
     with _client(ctx) as client:
         chunks = client.follow_log(job_id) if follow else [client.log(job_id)]
         if as_json:
@@ -278,6 +302,7 @@ def wait(ctx, job_id, timeout, as_json) -> None:
     The exit code follows the job's state."""
     from supervisor.progress import follow_progress
 
+    job_goes_on(ctx, job_id)
     with _client(ctx) as client:
         data = follow_progress(client, job_id, timeout=timeout, quiet=as_json)
     print_json(data) if as_json else print_status(data)
@@ -328,8 +353,11 @@ def batch(ctx, job, items_file, callback, batch_id, detach, as_json) -> None:
     every item succeeded, 1 otherwise.
     """
     items = read_items(items_file)
+    goes_on(ctx, "the batch may have been queued (`runspace list` shows your jobs)")
     with _client(ctx) as client:
         _, created = client.submit_batch(job, items, callback=callback, batch_id=batch_id)
+        goes_on(ctx, f"batch {created['batch_id']} goes on (`runspace list --batch {created['batch_id']}` "
+                     "shows its jobs)")
         if detach:
             print_json(created) if as_json else click.echo(created["batch_id"])
             return
@@ -370,6 +398,7 @@ def user_log(ctx, user, follow, as_json) -> None:
     from supervisor.logs import check_log_user
 
     user = check_log_user(user or user_name(os.getuid()), ["USER"])  # `../etc` would change the URL's path
+    goes_on(ctx, "the jobs go on")
     with _client(ctx) as client:
         if follow:
             _follow_user_log(client, user, as_json)

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_TIMED_OUT = 0, 1, 2, 3, 124
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command Ctrl-C ended
 _STATE_EXIT = {"succeeded": EXIT_OK, "timed_out": EXIT_TIMED_OUT, "hung": EXIT_TIMED_OUT}
 
 

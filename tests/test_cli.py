@@ -236,7 +236,7 @@ def test_unreadable_params_file_is_one_line_exit_2(daemon: DaemonProcess) -> Non
 def test_wait_that_runs_out_exits_124_and_the_job_goes_on(daemon: DaemonProcess) -> None:
     out = daemon.cli("submit", "sleep", "seconds=3", "--wait", "0.2")
     assert out.returncode == 124
-    job_id = out.stdout.strip()
+    job_id = out.stdout.split()[0]
     assert "runspace wait" in out.stderr
     assert daemon.cli("wait", job_id, "--timeout", "0.2").returncode == 124
     assert daemon.cli("wait", job_id).returncode == 0

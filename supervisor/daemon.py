@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from loguru import logger
 
 from supervisor import systemd
 from supervisor.api.app import create_app
+from supervisor.api.connections import ConnectionTable
 from supervisor.api.peer import PeerCredProtocol
 from supervisor.api.tokens import TokenTable
 from supervisor.errors import RunspaceError
@@ -155,8 +157,11 @@ class Daemon:
             sockets.append(bind_tcp(s.tcp_listen))
             logger.info("also listening on tcp {} ({} tokens)", s.tcp_listen, len(self.tokens.entries))
         # No proxy sits in front of a Unix socket: X-Forwarded-* headers are a client's to forge.
-        server = _Server(uvicorn.Config(create_app(self), http=PeerCredProtocol, lifespan="off", log_config=None,
-                                        access_log=False, timeout_graceful_shutdown=1, proxy_headers=False))
+        connections = ConnectionTable(s.max_connections_per_user)
+        protocol = functools.partial(PeerCredProtocol, connections=connections)
+        server = _Server(uvicorn.Config(create_app(self, connections), http=protocol, lifespan="off",  # type: ignore[arg-type]
+                                        log_config=None, access_log=False, timeout_graceful_shutdown=1,
+                                        timeout_keep_alive=s.idle_timeout, proxy_headers=False))
         where = f"{inherited[0].getsockname()} (from systemd)" if inherited else s.socket
         logger.info("runspace daemon {} listening on {} (cgroups: {})", os.getpid(), where,
                     cgroups.root if cgroups else "off")

@@ -80,6 +80,11 @@ class QueueFull(RunspaceError):
     retry_after = 1
 
 
+class TooManyConnections(RunspaceError):
+    status, title, slug = 429, "Too many connections", "too-many-connections"
+    retry_after = 1
+
+
 class Draining(RunspaceError):
     status, title, slug = 503, "Daemon is draining", "draining"
     retry_after = 5  # a restart under systemd takes a few seconds

@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     kill_grace: float = Field(5.0, ge=0, description="Seconds between SIGTERM and SIGKILL.")
     max_wait: float = Field(300.0, ge=0, description="Cap (s) on how long a request may wait for a result.")
     max_request_bytes: int = Field(64 * 2**20, ge=1024, description="Largest request body accepted (413 above).")
+    max_connections_per_user: int = Field(
+        64, ge=1, description="Open connections (log follows included) per caller uid; root is not capped."
+    )
+    idle_timeout: float = Field(5.0, gt=0, description="Seconds an idle connection stays open.")
+    max_queued_per_user: int = Field(10_000, ge=1, description="Queued jobs per requestor before 429 (admins exempt).")
     allowed_users: CommaList = Field(default_factory=list, description="User names allowed to submit (comma-separated).")
     allowed_groups: CommaList = Field(default_factory=list, description="Groups whose members may submit.")
     admins: CommaList = Field(default_factory=list, description="User names that see and cancel every job.")

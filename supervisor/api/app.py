@@ -8,13 +8,15 @@ from fastapi import FastAPI
 
 from supervisor.api import batches, jobs, meta, openapi, problems, users
 from supervisor.api.body_limit import BodyLimit
+from supervisor.api.connections import ConnectionTable
+from supervisor.api.identify import Identify
 from supervisor.batches import attach as attach_batches
 
 if TYPE_CHECKING:
     from supervisor.daemon import Daemon
 
 
-def create_app(daemon: Daemon) -> FastAPI:
+def create_app(daemon: Daemon, connections: ConnectionTable) -> FastAPI:
     app = FastAPI(
         title="runspace",
         version="0.1.0",
@@ -24,6 +26,8 @@ def create_app(daemon: Daemon) -> FastAPI:
     )
     app.state.daemon = daemon
     app.add_middleware(BodyLimit, max_bytes=daemon.settings.max_request_bytes)
+    # Added last, so outermost: callers are known before anything of a request is read.
+    app.add_middleware(Identify, settings=daemon.settings, tokens=daemon.tokens, connections=connections)
     problems.install(app)
     app.include_router(jobs.router)
     app.include_router(meta.router)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import pwd
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Query, Request
 
-from supervisor.auth import Caller, identify
-from supervisor.errors import NotAuthenticated
+from supervisor.auth import Caller
 
 if TYPE_CHECKING:
     from supervisor.daemon import Daemon
@@ -23,20 +21,8 @@ async def daemon_of(request: Request) -> Daemon:
 
 
 async def caller_of(request: Request) -> Caller:
-    """Unix socket: the peer's uid (SO_PEERCRED). TCP: the user its bearer token maps to."""
-    daemon: Daemon = request.app.state.daemon
-    state = request.scope.get("state", {})
-    peer = state.get("peer")
-    if peer is not None:
-        return identify(peer.uid, daemon.settings)
-    if state.get("transport") != "tcp" or daemon.tokens is None:
-        raise NotAuthenticated("this listener cannot tell who is calling")
-    name = daemon.tokens.user_for(request.headers.get("authorization"))
-    try:
-        uid = pwd.getpwnam(name).pw_uid
-    except KeyError:
-        raise NotAuthenticated(f"the token belongs to {name!r}, who is not a user on this host") from None
-    return identify(uid, daemon.settings)
+    """Identified before the request was read (api/identify.py)."""
+    return request.scope["state"]["caller"]
 
 
 CallerDep = Annotated[Caller, Depends(caller_of)]

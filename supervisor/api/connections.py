@@ -1,0 +1,51 @@
+"""Open connections per caller uid, capped (CONTRACT §12): one user's connections and log
+follows cannot use up the daemon's descriptors or its event loop for everyone else."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from supervisor.api.peer import PeerCred
+from supervisor.errors import TooManyConnections
+
+ROOT_UID = 0
+
+
+@dataclass
+class Connection:
+    """One accepted connection: who is at the other end, and the slot it holds, if any."""
+
+    peer: PeerCred | None
+    transport: str  # "unix" or "tcp" (a bearer token names the caller)
+    uid: int | None = None  # the uid whose slot it holds
+    refused: TooManyConnections | None = None  # over the cap: its first request gets 429, then it closes
+
+
+class ConnectionTable:
+    def __init__(self, per_user: int) -> None:
+        self.per_user = per_user
+        self._open: Counter[int] = Counter()
+
+    def open_for(self, uid: int) -> int:
+        return self._open[uid]
+
+    def acquire(self, conn: Connection, uid: int) -> None:
+        """Count `conn` against `uid` (once); over the cap, mark it refused instead."""
+        if conn.uid is not None or conn.refused is not None:
+            return
+        if uid != ROOT_UID and self._open[uid] >= self.per_user:
+            conn.refused = TooManyConnections(
+                f"uid {uid} has {self._open[uid]} connections open and max_connections_per_user is "
+                f"{self.per_user}; close some (log follows count too) or ask an admin to raise "
+                "RUNSPACE_MAX_CONNECTIONS_PER_USER")
+            return
+        self._open[uid] += 1
+        conn.uid = uid
+
+    def release(self, conn: Connection) -> None:
+        if conn.uid is not None:
+            self._open[conn.uid] -= 1
+            if self._open[conn.uid] <= 0:
+                del self._open[conn.uid]
+            conn.uid = None

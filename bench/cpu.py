@@ -50,7 +50,7 @@ class CpuMeter:
 
 def runspace_meter(daemon_pid: int) -> CpuMeter:
     daemon = psutil.Process(daemon_pid)
-    forkserver = next(p for p in daemon.children() if "supervisor.runner.zygote" in p.cmdline())
+    forkserver = next(p for p in daemon.children() if "supervisor.runner.forkserver_main" in p.cmdline())
     return CpuMeter({"daemon": lambda: _own(daemon), "fork server": lambda: _own(forkserver),
                      "jobs": lambda: _reaped_children(forkserver), "client": _client})
 
@@ -70,7 +70,7 @@ def breakdown(per_job: dict[str, float]) -> str:
 _FORK_FLOOR = """
 import gc, os, resource, sys
 from pathlib import Path
-from supervisor import worker
+from supervisor import job_main
 import supervisor.command
 from supervisor.registry import preload_job_types
 preload_job_types(Path(sys.argv[1]))
@@ -89,7 +89,7 @@ print(sum(a.ru_utime + a.ru_stime - b.ru_utime - b.ru_stime for a, b in zip(afte
 
 def fork_floor_ms(job_module: str, forks: int) -> float:
     """CPU (parent + child) of one fork + _exit of a process holding what a job process
-    holds (the worker, pydantic, the job module): the kernel's share of every job, before
+    holds (job_main, pydantic, the job module): the kernel's share of every job, before
     the job does anything."""
     out = subprocess.run([sys.executable, "-c", _FORK_FLOOR, job_module, str(forks)], env=marked_env(),
                          cwd=ROOT, capture_output=True, text=True, check=True)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-# typing.TYPE_CHECKING without importing typing (2 ms of `runspace status`; supervisor/fastpath.py)
+# typing.TYPE_CHECKING without importing typing (2 ms of `runspace status`; supervisor/cli_main.py)
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any

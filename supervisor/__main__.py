@@ -1,3 +1,3 @@
-from supervisor.fastpath import main
+from supervisor.cli_main import main
 
 main()

@@ -1,4 +1,4 @@
-"""Command jobs: run an argv (never a shell string) and turn its output into log and progress.
+"""Command jobs (job process): run an argv (never a shell string) and turn its output into log and progress.
 
 Progress protocol for command jobs: a stdout line `::progress DONE TOTAL [message]` reports
 progress and `::log text` writes to the user's log; every other line goes to the job log.

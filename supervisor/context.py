@@ -1,4 +1,4 @@
-"""JobContext: what a running job sees (ids, tmpdir, log, progress)."""
+"""JobContext (job process): what a running job sees (ids, tmpdir, log, progress)."""
 
 from __future__ import annotations
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 
-# typing.TYPE_CHECKING without importing typing (2 ms of `runspace status`; supervisor/fastpath.py)
+# typing.TYPE_CHECKING without importing typing (2 ms of `runspace status`; supervisor/cli_main.py)
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
 # Plain classes, not dataclasses: `runspace status` imports this module, and dataclasses
-# (with inspect) would cost it 7 ms of its ~30 ms start (supervisor/fastpath.py).
+# (with inspect) would cost it 7 ms of its ~30 ms start (supervisor/cli_main.py).
 
 
 class FieldError:

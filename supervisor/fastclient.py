@@ -18,7 +18,7 @@ import httptools
 
 from supervisor.errors import DaemonUnreachable, raise_for_problem
 
-# typing.TYPE_CHECKING without importing typing (2 ms of `runspace status`; supervisor/fastpath.py)
+# typing.TYPE_CHECKING without importing typing (2 ms of `runspace status`; supervisor/cli_main.py)
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any

@@ -1,13 +1,13 @@
 """What the CLI prints for a job, and the exit code a job's state gives (CONTRACT §6).
 
-Free of click, so the fast path (supervisor.fastpath) prints exactly what the click CLI prints.
+Free of click, so the fast path (supervisor.cli_main) prints exactly what the click CLI prints.
 """
 
 from __future__ import annotations
 
 import json
 
-# typing.TYPE_CHECKING without importing typing (2 ms of `runspace status`; supervisor/fastpath.py)
+# typing.TYPE_CHECKING without importing typing (2 ms of `runspace status`; supervisor/cli_main.py)
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any

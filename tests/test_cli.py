@@ -273,7 +273,7 @@ def test_reads_name_unknown_ids_and_carry_filters_and_pages_larger_than_one_read
 
 
 def test_status_without_click_prints_what_the_click_cli_prints(daemon: DaemonProcess) -> None:
-    # `runspace status ID` with RUNSPACE_SOCKET set skips click (supervisor/fastpath.py);
+    # `runspace status ID` with RUNSPACE_SOCKET set skips click (supervisor/cli_main.py);
     # `--socket` sends the same read through the click CLI.
     ended = [daemon.submit("echo", {"value": 7}, wait=20), daemon.submit("fail", wait=20),
              daemon.submit("sleep", {"seconds": 30})]

@@ -54,7 +54,7 @@ def test_fork_server_whose_daemon_is_gone_exits_with_its_spares() -> None:
     control, their_control = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     channel, their_channel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     fds = (their_control.fileno(), their_channel.fileno())
-    proc = subprocess.Popen([sys.executable, "-m", "supervisor.runner.zygote", *map(str, fds), "-"],
+    proc = subprocess.Popen([sys.executable, "-m", "supervisor.runner.forkserver_main", *map(str, fds), "-"],
                             pass_fds=fds, env={**os.environ, TEST_MARKER: marker})
     for sock in (their_control, their_channel, control, channel):
         sock.close()
@@ -121,4 +121,4 @@ def test_a_burst_after_the_spares_died_gets_spares_forked_on_request(make_daemon
 
 
 def _forkserver(d: DaemonProcess) -> psutil.Process:
-    return next(p for p in psutil.Process(d.proc.pid).children() if "supervisor.runner.zygote" in p.cmdline())
+    return next(p for p in psutil.Process(d.proc.pid).children() if "supervisor.runner.forkserver_main" in p.cmdline())

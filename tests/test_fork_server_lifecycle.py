@@ -39,7 +39,7 @@ def _fork_server_pid(d: DaemonProcess) -> int:
     # A forked job shows the fork server's command line too (fork without exec), and after a
     # reload it is the daemon's child; only the fork server keeps the unstamped marker.
     found = [child.pid for child in psutil.Process(d.proc.pid).children()
-             if "supervisor.runner.zygote" in child.cmdline()
+             if "supervisor.runner.forkserver_main" in child.cmdline()
              and child.environ().get(ENV_MARKER) == MARKER_PLACEHOLDER]
     assert len(found) == 1, f"expected one fork server under the daemon, found {found}"
     return found[0]

@@ -242,7 +242,7 @@ def test_jobs_fork_from_the_warm_fork_server(daemon: DaemonProcess) -> None:
     wait_until(lambda: daemon.client.request("GET", "/healthz").json()["fork_server"] == "ready",
                what="the fork server to warm up")
     result = daemon.submit("echo", {"value": 1}, wait=20)["result"]
-    assert daemon.proc is not None and result["ppid"] != daemon.proc.pid  # the zygote's child
+    assert daemon.proc is not None and result["ppid"] != daemon.proc.pid  # the fork server's child
 
 
 def test_without_fork_server_jobs_are_spawned_by_the_daemon(make_daemon) -> None:

@@ -1,7 +1,7 @@
 """`runspace status ID` as a cold CLI process vs `python -c pass` (and tsp's C client).
 
 `python -c "import click"` runs beside them: it is where any command that goes through the
-click CLI starts; `status ID` skips click (supervisor/fastpath.py), so it can be below it.
+click CLI starts; `status ID` skips click (supervisor/cli_main.py), so it can be below it.
 """
 
 from __future__ import annotations

@@ -11,8 +11,11 @@ import psutil
 from supervisor.models import JobRecord
 from supervisor.runner.files import ENV_MARKER, RunFiles
 
-# A worker is started either as `python -m supervisor.worker` or forked by the fork server.
-WORKER_MODULES = {"supervisor.worker", "supervisor.runner.zygote"}
+# A job process is started either as `python -m supervisor.job_main` or forked by the fork
+# server. The older module names (worker, zygote) are kept so that a daemon upgraded while
+# jobs run still adopts them.
+JOB_PROCESS_MODULES = {"supervisor.job_main", "supervisor.runner.forkserver_main",
+                       "supervisor.worker", "supervisor.runner.zygote"}
 
 
 @dataclass(frozen=True)
@@ -23,7 +26,7 @@ class Leader:
 
 
 def _open_if_same(pid: int, started: float | None, job_id: str) -> Leader | None:
-    """A pidfd for `pid` if it is still this job's worker: same start time and the job's env marker.
+    """A pidfd for `pid` if it is still this job's process: same start time and the job's env marker.
 
     The start time alone could be matched by a forged or stale record; the marker is set by
     the daemon at spawn and cannot be acquired by an unrelated process afterwards.
@@ -43,7 +46,7 @@ def _open_if_same(pid: int, started: float | None, job_id: str) -> Leader | None
     return None
 
 
-def _scan_for_workers(job_ids: set[str]) -> dict[str, Leader]:
+def _scan_for_job_processes(job_ids: set[str]) -> dict[str, Leader]:
     """Workers whose pid was never recorded (daemon died right after spawning), found by marker.
 
     One pass over all processes for every unresolved job: a restart after a crash may have
@@ -52,7 +55,7 @@ def _scan_for_workers(job_ids: set[str]) -> dict[str, Leader]:
     found: dict[str, Leader] = {}
     for proc in psutil.process_iter(["cmdline"]):
         with contextlib.suppress(psutil.Error):
-            if not WORKER_MODULES & set(proc.info["cmdline"] or []):
+            if not JOB_PROCESS_MODULES & set(proc.info["cmdline"] or []):
                 continue
             job_id = proc.environ().get(ENV_MARKER)
             if job_id in job_ids and job_id not in found:
@@ -63,7 +66,7 @@ def _scan_for_workers(job_ids: set[str]) -> dict[str, Leader]:
 
 
 def find_leaders(recs: list[JobRecord]) -> dict[str, Leader]:
-    """The live worker of each job recorded as running: by recorded pid + start time, else by marker."""
+    """The live process of each job recorded as running: by recorded pid + start time, else by marker."""
     found: dict[str, Leader] = {}
     for rec in recs:
         leader = _open_if_same(rec.pid, rec.pid_started, rec.id) if rec.pid is not None else None
@@ -71,7 +74,7 @@ def find_leaders(recs: list[JobRecord]) -> dict[str, Leader]:
             found[rec.id] = leader
     unresolved = {rec.id for rec in recs} - set(found)
     if unresolved:
-        found.update(_scan_for_workers(unresolved))
+        found.update(_scan_for_job_processes(unresolved))
     return found
 
 

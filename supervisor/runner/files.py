@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 ENV_MARKER = "RUNSPACE_JOB_ID"
-MARKER_PLACEHOLDER = "0" * 20  # the fork server's marker, overwritten with each job id (zygote.py)
+MARKER_PLACEHOLDER = "0" * 20  # the fork server's marker, overwritten with each job id (forkserver_main.py)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -75,7 +75,7 @@ class RunFiles:
 
     @property
     def exit_status(self) -> Path:
-        """Written by the fork server when it reaps a job it forked (see runner/zygote.py)."""
+        """Written by the fork server when it reaps a job it forked (see runner/forkserver_main.py)."""
         return self.dir / "exit_status.json"
 
     @property

@@ -1,4 +1,4 @@
-"""The daemon's handle on the fork server (runner/zygote.py): start it, ask it to fork a job."""
+"""The daemon's handle on the fork server (runner/forkserver_main.py): start it, ask it to fork a job."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def _warn_not_preloaded(failures: dict[str, str]) -> None:
 
 
 class ForkServer:
-    """Until the zygote has imported everything and said `ready`, jobs start with posix_spawn."""
+    """Until the fork server has imported everything and said `ready`, jobs start with posix_spawn."""
 
     def __init__(self) -> None:
         self._sock: socket.socket | None = None
@@ -78,11 +78,11 @@ class ForkServer:
         self.pid: int | None = None
 
     def start(self, modules: Iterable[Path], cgroup_root: Path | None, keep_env: Iterable[str] = ()) -> int:
-        """`cgroup_root`: where the zygote creates a cgroup for each child (None: no cgroups);
+        """`cgroup_root`: where the fork server creates a cgroup for each child (None: no cgroups);
         `keep_env`: variables of ours that every job may see."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         channel, their_channel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        argv = [sys.executable, "-m", "supervisor.runner.zygote", "3", "4", str(cgroup_root or "-"),
+        argv = [sys.executable, "-m", "supervisor.runner.forkserver_main", "3", "4", str(cgroup_root or "-"),
                 *map(str, modules)]
         try:
             self.pid = os.posix_spawn(
@@ -106,7 +106,7 @@ class ForkServer:
         return self._sock is not None
 
     def ready(self) -> bool:
-        """Non-blocking: has the zygote announced it is warm (with its environment)?"""
+        """Non-blocking: has the fork server announced it is warm (with its environment)?"""
         if self._ready or self._sock is None:
             return self._ready
         readable, _, _ = select.select([self._sock], [], [], 0)
@@ -192,7 +192,7 @@ class ForkServer:
             self._spares.append(spare)
 
     def close(self) -> None:
-        """Closing our ends makes the zygote and its spares exit; jobs it forked keep running."""
+        """Closing our ends makes the fork server and its spares exit; jobs it forked keep running."""
         self._collect_spares()
         while self._spares:
             with contextlib.suppress(OSError):
@@ -206,7 +206,7 @@ class ForkServer:
         self._await_exit()
 
     def _await_exit(self) -> None:
-        """Reap the zygote (it exits on EOF within milliseconds), so it never outlives us."""
+        """Reap the fork server (it exits on EOF within milliseconds), so it never outlives us."""
         deadline = time.monotonic() + _EXIT_WAIT
         while self.pid is not None and time.monotonic() < deadline:
             try:

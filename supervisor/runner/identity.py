@@ -2,7 +2,7 @@
 
 Only a daemon running as root changes identities. The daemon decides the user (`job_identity`);
 the job process, still root, claims its run dir, hands it to that user and drops privileges
-before any job code runs (`become`).
+before any job code runs (`hand_over`, then `drop_privileges`).
 """
 
 from __future__ import annotations

@@ -97,7 +97,7 @@ def launch(rec: JobRecord, jt: JobType, paths: LaunchPaths, forkserver: ForkServ
 
 def _spawn(files: RunFiles, log: Path, env: dict[str, str], cgroup: Path | None) -> Launched:
     log_fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-    argv = [sys.executable, "-m", "supervisor.worker", str(files.dir)]
+    argv = [sys.executable, "-m", "supervisor.job_main", str(files.dir)]
     try:
         # posix_spawn (vfork) is several times cheaper than fork for a large daemon; every
         # fd we hold is O_CLOEXEC, so the job inherits only stdin/stdout/stderr.

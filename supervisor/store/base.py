@@ -1,4 +1,4 @@
-"""The store interface shared by the SQLite (and later PostgreSQL) backends."""
+"""The store interface shared by the SQLite and PostgreSQL backends (daemon process)."""
 
 from __future__ import annotations
 

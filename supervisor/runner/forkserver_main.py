@@ -1,11 +1,11 @@
-"""The fork server process: imports the worker and every job module once, then forks jobs.
+"""The fork server process: imports job_main and every job module once, then forks jobs.
 
 A forked job starts in a few milliseconds and shares the pre-imported pages copy-on-write,
 instead of paying an interpreter start and all imports per job. The fork itself happens
 ahead of time: a spare child waits for the next job (runner/spares.py). Started by the daemon
-as `python -m supervisor.runner.zygote FD CHANNEL_FD CGROUP_ROOT|- MODULE...`. CHANNEL_FD is
-a datagram socket on which the zygote gives the daemon its spares (runner/spares.py). FD is
-a stream socket: the zygote first says `{"ready": true, "environ": {…}, "not_preloaded":
+as `python -m supervisor.runner.forkserver_main FD CHANNEL_FD CGROUP_ROOT|- MODULE...`. CHANNEL_FD is
+a datagram socket on which the fork server gives the daemon its spares (runner/spares.py). FD is
+a stream socket: the fork server first says `{"ready": true, "environ": {…}, "not_preloaded":
 {module: error}}`; then the daemon sends JSON lines, either `{"used": PID, "run_dir": …}`
 (no answer) or `{"spare": "now"}` when it has none left, answered with `{"spare": PID}` once
 that spare is on the channel, or `{"error": …}`. Only the daemon ever writes a job into a
@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from supervisor import worker
+from supervisor import job_main
 from supervisor.registry import preload_job_types
 from supervisor.runner.files import ENV_MARKER, MARKER_PLACEHOLDER, RunFiles, write_json_atomic
 from supervisor.runner.reap import exited_children
@@ -77,7 +77,7 @@ def _marker_address() -> int | None:
     """Where the marker's value lies in this process's original environment block.
 
     A forked process shows the environment it was exec'd with in /proc/PID/environ, and
-    that is where the daemon looks for a job's marker. The zygote was started with a
+    that is where the daemon looks for a job's marker. The fork server was started with a
     placeholder of the same length, so each job writes its id over it in place (like
     setproctitle rewrites argv); descendants that exec get it from os.environ as usual.
     Found once, here: walking the block with ctypes in every job took a quarter millisecond.
@@ -106,13 +106,13 @@ def _await_job(pipe: int, sockets: tuple[socket.socket, ...], join: Path | None,
     """In a spare child, ahead of its job: the job-independent set-up, then wait for the job."""
     try:
         for sock in sockets:
-            os.close(sock.detach())  # detach: the zygote's reader must not close a reused fd later
+            os.close(sock.detach())  # detach: the fork server's reader must not close a reused fd later
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()
         if join is not None:  # no clone3 here: migrate now, while no job is waiting
             try:
                 Path(join, "cgroup.procs").write_text(str(os.getpid()))
-            except OSError as exc:  # like the worker: run the job anyway, found by session and marker
+            except OSError as exc:  # like a spawned job process: run the job anyway, found by session and marker
                 print(f"runspace: could not join cgroup {join}: {exc}", file=sys.stderr)
         if not wanted_now:  # a job that waits for this spare already has no time for it
             _rehearse()
@@ -122,7 +122,7 @@ def _await_job(pipe: int, sockets: tuple[socket.socket, ...], join: Path | None,
             os._exit(0)  # the daemon closed without giving us a (whole) job
         _become_job(json.loads(request))
     finally:
-        os._exit(70)  # worker.main() exits itself; reaching here means set-up failed
+        os._exit(70)  # job_main.main() exits itself; reaching here means set-up failed
 
 
 class _Rehearsal(BaseModel):
@@ -138,7 +138,7 @@ def _rehearse() -> None:
     _Rehearsal.model_validate({"number": 1, "text": "x"})  # pydantic-core's first use in a process costs
     null = os.open(os.devnull, os.O_WRONLY)
     try:
-        stream = worker.StampedStream(null)
+        stream = job_main.StampedStream(null)
         stream.write("rehearsal\n")
         with os.fdopen(os.dup(null), "w") as f:
             f.write(json.dumps({"state": "succeeded", "result": None, "exit_code": 0}))
@@ -147,7 +147,7 @@ def _rehearse() -> None:
 
 
 def _become_job(request: dict[str, Any]) -> None:
-    """Same set-up as a posix_spawned worker, then run the worker (which exits itself)."""
+    """Same set-up as a posix_spawned job process, then run job_main (which exits itself)."""
     _stamp_marker(request["spec"]["id"])
     null = os.open(os.devnull, os.O_RDONLY)
     log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
@@ -157,8 +157,8 @@ def _become_job(request: dict[str, Any]) -> None:
     os.close(null)
     os.close(log)
     _set_environ(request["env"])
-    sys.argv = ["supervisor.worker", request["run_dir"]]
-    worker.main(spec=request["spec"])
+    sys.argv = ["supervisor.job_main", request["run_dir"]]
+    job_main.main(spec=request["spec"])
 
 
 def _set_environ(changes: dict[str, Any]) -> None:

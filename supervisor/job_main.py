@@ -1,6 +1,6 @@
 """Runs inside the job process: load the job type, validate, run it, write the result file.
 
-Started as `python -m supervisor.worker <run dir>` by the daemon (see runner/launch.py).
+Started as `python -m supervisor.job_main <run dir>` by the daemon (see runner/launch.py).
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def import_job(spec: dict[str, Any]) -> JobType | dict[str, Any]:
 
 def main(spec: dict[str, Any] | None = None) -> None:
     """The fork server passes the `spec` itself (its `cgroup` is None: the job was created
-    inside it); a posix_spawned worker reads spec.json from its run dir and joins its cgroup."""
+    inside it); a posix_spawned job process reads spec.json from its run dir and joins its cgroup."""
     files = RunFiles(Path(sys.argv[1]))
     spec = spec if spec is not None else read_root_spec(files.spec)
     join_cgroup(spec.get("cgroup"))

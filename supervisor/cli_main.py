@@ -1,4 +1,4 @@
-"""The `runspace` entry point: `runspace status ID [--json]` is answered without importing click.
+"""The `runspace` command's entry point (CLI process): `runspace status ID` skips click.
 
 Scripts poll `runspace status` in loops, so its start-up is its speed, and importing click
 alone takes longer than Python's own start. A command line that is exactly a status read,

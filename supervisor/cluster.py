@@ -8,13 +8,14 @@ forwarded cancels.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import anyio
 import psycopg
 from loguru import logger
 
-from supervisor.errors import NotFound
+from supervisor.errors import NotFound, StoreUnavailable
 from supervisor.hosts import HostLease, SettledJob
 from supervisor.models import JobState
 from supervisor.registry import Registry
@@ -24,7 +25,7 @@ from supervisor.shared_queue import CANCEL_CHANNEL, FALLBACK_POLL, SharedQueue
 from supervisor.store.postgres import JOB_CHANNEL, PostgresStore
 from supervisor.userlog import UserLog
 
-_RECONNECT_DELAY = 1.0
+_RECONNECT_DELAY, _MAX_RECONNECT_DELAY = 1.0, 8.0
 
 
 class Cluster:
@@ -33,6 +34,7 @@ class Cluster:
         self.host_id = settings.host_id
         self.queue = SharedQueue(store, settings.host_id, registry)
         self.lease = HostLease(store, settings.host_id, settings.lease_ttl)
+        self._listening = False
 
     def join(self) -> None:
         self.lease.renew()
@@ -47,17 +49,26 @@ class Cluster:
 
     async def _keep_lease(self, scheduler: Scheduler, user_log: UserLog) -> None:
         interval = self.lease.ttl / 3  # two renewals may fail before the lease expires
+        settle_from = 0.0  # monotonic time before which no other host is declared dead
+        failing = False
         while True:
             await anyio.sleep(interval)
             try:
                 self.lease.renew()
-                settled = self.lease.settle_dead_hosts()
-            except psycopg.Error as exc:
-                logger.error("cannot renew the lease of host {}: {}", self.host_id, exc)
-                continue
-            for item in settled:
-                _report_settled(item, scheduler, user_log)
-            self._sweep_cancels(scheduler)
+                if failing:
+                    # Every lease expired during the outage: give the other hosts a full lease
+                    # to renew theirs before any of them is taken for dead.
+                    failing, settle_from = False, time.monotonic() + self.lease.ttl
+                    logger.info("host {}: lease renewed again after a database outage", self.host_id)
+                settled = self.lease.settle_dead_hosts() if time.monotonic() >= settle_from else []
+                for item in settled:
+                    _report_settled(item, scheduler, user_log)
+                self._sweep_cancels(scheduler)
+            except (psycopg.Error, StoreUnavailable) as exc:
+                if not failing:
+                    logger.error("cannot renew the lease of host {}: {}; retrying every {:g} s", self.host_id,
+                                 _one_line(exc), interval)
+                failing = True
 
     def _sweep_cancels(self, scheduler: Scheduler) -> None:
         """Act on cancel requests whose NOTIFY this host missed (listener reconnecting)."""
@@ -82,18 +93,23 @@ class Cluster:
     # -- notifications ------------------------------------------------------------------
 
     async def _listen(self, scheduler: Scheduler) -> None:
+        delay = _RECONNECT_DELAY
         while True:
+            self._listening = False
             try:
                 await self._listen_once(scheduler)
-            except psycopg.Error as exc:
-                logger.error("LISTEN connection lost ({}); reconnecting", exc)
-            await anyio.sleep(_RECONNECT_DELAY)
+            except (psycopg.Error, StoreUnavailable) as exc:
+                if self._listening or delay == _RECONNECT_DELAY:  # once per outage
+                    logger.error("LISTEN connection lost ({}); reconnecting with backoff", _one_line(exc))
+            delay = _RECONNECT_DELAY if self._listening else min(delay * 2, _MAX_RECONNECT_DELAY)
+            await anyio.sleep(delay)
             scheduler.wake()  # notifications may have been missed meanwhile
 
     async def _listen_once(self, scheduler: Scheduler) -> None:
         async with await psycopg.AsyncConnection.connect(self.store.url, autocommit=True) as conn:
             await conn.execute(f"LISTEN {JOB_CHANNEL}")
             await conn.execute(f"LISTEN {CANCEL_CHANNEL}")
+            self._listening = True
             while True:
                 async for note in conn.notifies(timeout=FALLBACK_POLL * 5):
                     self._on_notify(scheduler, note.channel, note.payload)
@@ -109,6 +125,10 @@ class Cluster:
             scheduler.on_remote_change(first, done)
         if second == JobState.QUEUED or done:  # new work, or a slot or key freed on some host
             scheduler.wake()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _report_settled(item: SettledJob, scheduler: Scheduler, user_log: UserLog) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import functools
 import json
 import os
@@ -21,7 +22,7 @@ from supervisor.api.app import create_app
 from supervisor.api.connections import ConnectionTable
 from supervisor.api.peer import PeerCredProtocol
 from supervisor.api.tokens import TokenTable
-from supervisor.errors import RunspaceError
+from supervisor.errors import RunspaceError, StoreUnavailable
 from supervisor.ids import is_job_id
 from supervisor.listener import bind_tcp, bind_unix
 from supervisor.preflight import check_settings, doubtful_settings, unknown_env
@@ -33,7 +34,8 @@ from supervisor.runner.reap import Reaper, become_subreaper
 from supervisor.runner.shim import holds_fds_safely, native_shim
 from supervisor.scheduler import Scheduler, Services
 from supervisor.settings import Settings, default_config_file
-from supervisor.store import Store, is_shared, open_store
+from supervisor.store import Store, is_shared, open_store, store_file
+from supervisor.store.guard import StoreGuard
 from supervisor.trust import Trust
 from supervisor.userlog import UserLog
 
@@ -69,7 +71,7 @@ class Daemon:
         self.registry = Registry()
         self.forkserver: ForkServer | None = None
         self.cgroups: JobCgroups | None = None
-        self.store: Store
+        self.store: StoreGuard
         self.scheduler: Scheduler
 
     # -- job definitions ------------------------------------------------------------
@@ -109,13 +111,19 @@ class Daemon:
         root = self.settings.cgroup_root or detect_cgroup_root(cgroup_root_name(self.settings.state_dir))
         return JobCgroups(root) if root else None
 
-    def _cluster(self) -> Cluster | None:
+    def _cluster(self, store: Store) -> Cluster | None:
         """Membership of the shared queue when the store is PostgreSQL (psycopg is imported only then)."""
         if not is_shared(self.settings.store_url):
             return None
         from supervisor.cluster import Cluster
 
-        return Cluster(self.store, self.settings, lambda: self.registry)  # type: ignore[arg-type]
+        return Cluster(store, self.settings, lambda: self.registry)  # type: ignore[arg-type]
+
+    def _count_start(self) -> int:
+        try:
+            return self.store.bump_counter("daemon_starts")
+        except StoreUnavailable:  # a full disk: start degraded rather than not at all
+            return 0
 
     async def serve(self) -> None:
         s = self.settings
@@ -129,8 +137,9 @@ class Daemon:
         check_config_trusted(s)
         prepare_shared_dirs(s.state_dir, s.logs, None if "://" in s.store_url else Path(s.store_url))
         become_subreaper()
-        self.store = open_store(s.store_url)
-        self.starts = self.store.bump_counter("daemon_starts")
+        raw_store = open_store(s.store_url)
+        self.store = StoreGuard(raw_store, store_file(s.store_url))
+        self.starts = self._count_start()
         self.registry = self.load_jobs()
         events_path = s.state_dir / "events.sock"
         with contextlib.suppress(FileNotFoundError):
@@ -144,8 +153,9 @@ class Daemon:
                            "`chmod 0711 {}` lets them use it", shim, shim)
         services = Services(s, self.store, UserLog(s.logs, s.log_rotation, s.log_retention), Reaper(), cgroups,
                             events_path, self.forkserver, shim)
-        cluster = self._cluster()
-        self.scheduler = Scheduler(services, lambda: self.registry, cluster.queue if cluster else None)
+        cluster = self._cluster(raw_store)
+        self.scheduler = Scheduler(services, lambda: self.registry, self.store.wrap(cluster.queue) if cluster else None)
+        self.store.on_recovered.append(self.scheduler.wake)
         if cluster:
             cluster.join()  # renew the lease before re-adopting, so no survivor settles those jobs
         self.scheduler.recover()  # first: every spare cgroup it finds then is an earlier fork server's
@@ -169,6 +179,7 @@ class Daemon:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(services.reaper.run)
+                tg.start_soon(self.store.watch)
                 tg.start_soon(self.scheduler.run)
                 if cluster:
                     tg.start_soon(cluster.run, self.scheduler, services.user_log)
@@ -244,6 +255,9 @@ def check_config_trusted(settings: Settings) -> None:
 
 def run_daemon(settings: Settings, debug: bool = False) -> None:
     setup_logging(debug)
+    # A fatal signal in C code (SIGBUS when SQLite's -shm mapping cannot grow, e.g. under
+    # `chattr +i`) then leaves a line and a traceback in the log instead of nothing.
+    faulthandler.enable()
     daemon = Daemon(settings)
     try:
         anyio.run(daemon.serve)

@@ -90,6 +90,21 @@ class Draining(RunspaceError):
     retry_after = 5  # a restart under systemd takes a few seconds
 
 
+class StoreUnavailable(RunspaceError):
+    """The job store refuses reads or writes (database down, file replaced, I/O error): the
+    daemon keeps supervising and retries; callers are told to come back (supervisor/store/guard.py)."""
+
+    status, title, slug = 503, "Job store unavailable", "store-unavailable"
+    retry_after = 5
+
+
+class NoSpace(StoreUnavailable):
+    """The store's disk (or database) is full: 507 Insufficient Storage, as WebDAV defines it."""
+
+    status, title, slug = 507, "No space for the job store", "no-space"
+    retry_after = 30
+
+
 class DaemonUnreachable(RunspaceError):
     """The client could not talk to the daemon at all (exit code 3 in the CLI)."""
 
@@ -103,8 +118,9 @@ class DaemonUnreachable(RunspaceError):
 
 _BY_STATUS: dict[int, type[RunspaceError]] = {
     400: InvalidParams, 401: NotAuthenticated, 403: NotAllowed, 404: NotFound,
-    409: Conflict, 429: QueueFull, 503: Draining,
+    409: Conflict, 429: QueueFull, 503: Draining, 507: NoSpace,
 }
+_BY_SLUG: dict[str, type[RunspaceError]] = {StoreUnavailable.slug: StoreUnavailable}
 
 
 def raise_for_problem(status: int, body: bytes, reason: str = "") -> None:
@@ -116,7 +132,8 @@ def raise_for_problem(status: int, body: bytes, reason: str = "") -> None:
     except ValueError:
         problem = {"detail": body.decode(errors="replace") or reason}
     errors = [FieldError(e.get("loc", []), e.get("msg", "")) for e in problem.get("errors", [])]
-    raise _BY_STATUS.get(status, RunspaceError)(problem.get("detail", ""), errors)
+    slug = str(problem.get("type", "")).rpartition("/")[2]
+    raise _BY_SLUG.get(slug, _BY_STATUS.get(status, RunspaceError))(problem.get("detail", ""), errors)
 
 
 def errors_from_pydantic(exc: Exception, prefix: tuple[str | int, ...] = ()) -> list[FieldError]:

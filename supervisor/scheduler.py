@@ -18,7 +18,7 @@ import anyio
 from anyio.abc import TaskGroup
 from loguru import logger
 
-from supervisor.errors import NotAllowed, NotFound, QueueFull
+from supervisor.errors import NotAllowed, NotFound, QueueFull, StoreUnavailable
 from supervisor.ids import is_job_id
 from supervisor.metrics import DurationHistogram
 from supervisor.models import JobRecord, JobState, KillReason
@@ -36,7 +36,7 @@ from supervisor.runner.reap import Reaper, wait_adopted
 from supervisor.runner.supervise import Limits, Outcome, RunningJob, supervise
 from supervisor.runner.tree import JobTree
 from supervisor.settings import Settings
-from supervisor.store import Store
+from supervisor.store.guard import StoreGuard
 from supervisor.userlog import UserLog
 
 if TYPE_CHECKING:  # psycopg is optional; only a shared store imports it
@@ -50,7 +50,7 @@ _FINAL_FIELDS = ("state", "result", "error_type", "error_message", "exit_code", 
 @dataclass
 class Services:
     settings: Settings
-    store: Store
+    store: StoreGuard  # store faults stop there: updates are kept while it is down
     user_log: UserLog
     reaper: Reaper
     cgroups: JobCgroups | None
@@ -256,7 +256,10 @@ class Scheduler:
             tg.start_soon(self._empty_trash)
             while True:
                 self.dispatch()
-                next_at = self.queue.next_not_before()
+                try:
+                    next_at = self.queue.next_not_before()
+                except StoreUnavailable:  # the store guard wakes this loop when it recovers
+                    next_at = None
                 delay = max(next_at - time.time(), 0.01) if next_at else 3600.0
                 with anyio.move_on_after(delay):
                     await self._wake.wait()
@@ -266,10 +269,15 @@ class Scheduler:
         self._wake.set()
 
     def dispatch(self) -> None:
-        if self._tg is None:
+        # Nothing starts while the store cannot record it: a job started then could run
+        # again after a crash (its start never written), and its end could not be kept.
+        if self._tg is None or not self.s.store.accepts_writes:
             return
         while len(self.running) < self.s.settings.max_concurrency:
-            rec = self.queue.pick(self._eligibility())
+            try:
+                rec = self.queue.pick(self._eligibility())
+            except StoreUnavailable:
+                return
             if rec is None:
                 return
             self._start(rec)

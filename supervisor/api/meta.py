@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from supervisor.api.deps import CallerDep, DaemonDep
+from supervisor.errors import StoreUnavailable
 from supervisor.metrics import render_metrics
 
 router = APIRouter(tags=["daemon"])
@@ -32,18 +33,31 @@ async def job_types(
     }
 
 
-@router.get("/healthz")
-async def healthz(daemon: DaemonDep, _: CallerDep) -> dict[str, object]:
-    return {
-        "status": "draining" if daemon.draining else "ok",
+@router.get("/healthz", responses={503: {"description": "The job store is unavailable (named in `problem`)."}})
+async def healthz(daemon: DaemonDep, _: CallerDep) -> JSONResponse:
+    problem = daemon.store.problem()
+    body = {
+        "status": "degraded" if problem else "draining" if daemon.draining else "ok",
         "host_id": daemon.settings.host_id,
         "running": len(daemon.scheduler.running),
-        "queued": len(daemon.scheduler.queue),
+        "queued": _queued(daemon),
         "job_types": len(daemon.registry.types),
         "broken_modules": len(daemon.registry.broken),
         "fork_server": _fork_server_state(daemon),
         "command_shim": "native" if daemon.scheduler.s.shim else "python",
     }
+    if problem is None:
+        return JSONResponse(body)
+    body |= {"problem": problem, "kept_updates": daemon.store.kept_updates()}
+    fault = daemon.store.fault
+    return JSONResponse(body, status_code=503, headers={"Retry-After": str(fault.retry_after if fault else 5)})
+
+
+def _queued(daemon: DaemonDep) -> int | None:
+    try:
+        return len(daemon.scheduler.queue)
+    except StoreUnavailable:  # a shared queue is counted in the database
+        return None
 
 
 @router.get("/metrics", response_class=PlainTextResponse)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from supervisor.store.base import JobFilter, Store
 from supervisor.store.sqlite import SqliteStore
 
@@ -9,6 +11,11 @@ from supervisor.store.sqlite import SqliteStore
 def is_shared(url: str) -> bool:
     """A store URL several hosts share (PostgreSQL), as opposed to a host-local SQLite file."""
     return url.startswith(("postgres://", "postgresql://"))
+
+
+def store_file(url: str) -> Path | None:
+    """The SQLite file of a store URL (None for a shared store)."""
+    return None if is_shared(url) else Path(url.removeprefix("sqlite://"))
 
 
 def open_store(url: str) -> Store:
@@ -21,4 +28,4 @@ def open_store(url: str) -> Store:
     return SqliteStore(url.removeprefix("sqlite://"))
 
 
-__all__ = ["JobFilter", "Store", "is_shared", "open_store"]
+__all__ = ["JobFilter", "Store", "is_shared", "open_store", "store_file"]

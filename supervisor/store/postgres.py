@@ -56,7 +56,8 @@ class PostgresStore:
         self._migrate()
 
     def _connect(self) -> psycopg.Connection[dict[str, Any]]:
-        return psycopg.connect(self.url, autocommit=True, row_factory=dict_row)
+        # Bounded: store calls run on the daemon's event loop, and a host that is gone must not stall it.
+        return psycopg.connect(self.url, autocommit=True, row_factory=dict_row, connect_timeout=5)
 
     def connection(self) -> psycopg.Connection[dict[str, Any]]:
         """The connection, reopened if the server dropped it (a restart, a failover)."""

@@ -1,0 +1,121 @@
+"""The host misbehaves under a running daemon: a full disk, a store file deleted or replaced,
+a second daemon on the same state dir (CONTRACT §13)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from supervisor.errors import NoSpace, StoreUnavailable
+
+from conftest import wait_until
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MiB tmpfs, unmounted afterwards."""
+    where = tmp_path / "small"
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(where)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def _fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    with open(filler, "wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def _raw(d, method: str, path: str, **kwargs):
+    """The answer as it is, errors included (Client.request raises them)."""
+    return d.client._http.request(method, path, **kwargs)
+
+
+def _health(d) -> tuple[int, dict]:
+    answer = _raw(d, "GET", "/healthz")
+    return answer.status_code, answer.json()
+
+
+def _submit_until_refused(d) -> Exception:
+    """Submissions go on until the store refuses one (its WAL may still have room for a few)."""
+    for _ in range(2000):
+        try:
+            d.client.submit("echo", {"value": "x" * 4000})
+        except (NoSpace, StoreUnavailable) as exc:
+            return exc
+    pytest.fail("the full store accepted 2,000 submissions")
+
+
+def test_a_full_disk_degrades_the_daemon_and_a_job_ending_meanwhile_is_recorded_later(
+        make_daemon, small_disk: Path, tmp_path: Path) -> None:
+    d = make_daemon(RUNSPACE_STORE=str(small_disk / "runspace.db"), RUNSPACE_MAX_CONCURRENCY="1")
+    gate, ledger = tmp_path / "gate", tmp_path / "ledger"
+    job = d.submit("gated", {"gate": str(gate), "ledger": str(ledger)})
+    wait_until(lambda: d.client.status(job["id"])["state"] == "running", 15, what="the gated job to run")
+
+    filler = _fill(small_disk)
+    refused = _submit_until_refused(d)
+    assert isinstance(refused, NoSpace), refused
+    assert "no space" in str(refused)
+    answer = _raw(d, "POST", "/v1/jobs", json={"job": "echo", "params": {}})
+    assert answer.status_code == 507
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert int(answer.headers["retry-after"]) > 0
+    status, body = _health(d)
+    assert (status, body["status"]) == (503, "degraded") and "no space" in body["problem"]
+
+    gate.touch()  # the job ends while nothing can be written
+    wait_until(ledger.exists, 15, what="the gated job to finish its work")
+    wait_until(lambda: d.client.status(job["id"])["done"], 15, what="the job's end to be seen")
+    assert d.proc.poll() is None, f"the daemon died on a full disk:\n{d.log()}"
+    seen = d.client.status(job["id"])
+    assert (seen["state"], seen["reason"]) == ("succeeded", None)
+
+    filler.unlink()  # space returns: the kept end is written, the daemon takes jobs again
+    wait_until(lambda: _health(d)[0] == 200, 30, what="/healthz to recover")
+    d.stop()
+    assert "job store degraded: no space left" in d.log()
+    assert "unhandled error" not in d.log()
+    d.start()  # what the store holds now, not what the old daemon kept in memory
+    final = d.client.status(job["id"])
+    assert (final["state"], final["exit_code"], final["reason"]) == ("succeeded", 0, None)
+    assert d.wait(d.submit("echo", {"value": 1})["id"])["state"] == "succeeded"
+    never_ran = d.client.list(state="lost")["items"]
+    assert never_ran == []
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_store_file_deleted_or_replaced_under_the_daemon_is_noticed(make_daemon, tmp_path: Path,
+                                                                      how: str) -> None:
+    d = make_daemon()
+    db = d.state_dir / "runspace.db"
+    d.wait(d.submit("echo", {"value": 1})["id"])
+    if how == "deleted":
+        db.unlink()
+    else:
+        shutil.copy(db, tmp_path / "copy.db")
+        os.replace(tmp_path / "copy.db", db)
+
+    status, body = _health(d)  # health looks at the file before it answers
+    assert status == 503 and how in body["problem"] and str(db) in body["problem"]
+    with pytest.raises(StoreUnavailable, match=how):
+        d.client.submit("echo", {"value": 2})
+    assert d.proc.poll() is None
+    assert f"job store file {db} was {how}" in d.log()

@@ -43,6 +43,26 @@ class _Seconds(click.ParamType):
 SECONDS = _Seconds()
 
 
+class _Duration(click.ParamType):
+    """A duration as people type it: 90, 10m, 1h30m, 2d, "30 days" (supervisor/durations.py)."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value
+        from supervisor.durations import parse_duration
+
+        try:
+            return parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = _Duration()
+ENDED_STATES = ("succeeded", "failed", "timed_out", "hung", "cancelled", "lost")
+
+
 def _settings():
     from supervisor.settings import load_settings
 
@@ -320,6 +340,43 @@ def cancel(ctx, job_id, as_json) -> None:
     with _fast_client(ctx) as client:
         data = client.cancel(job_id)
     print_json(data) if as_json else print_status(data)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def restart(ctx, job_id, as_json) -> None:
+    """Submit JOB_ID's type and params again as a new job; prints its id."""
+    check_job_id(job_id)
+    with _client(ctx) as client:
+        data = client.restart(job_id)
+    print_json(data) if as_json else click.echo(data["id"])
+
+
+@main.command()
+@click.argument("job_ids", nargs=-1, required=True)
+@click.pass_context
+def rm(ctx, job_ids) -> None:
+    """Remove ended jobs: their records, logs and results."""
+    for job_id in job_ids:
+        check_job_id(job_id)
+    with _client(ctx) as client:
+        for job_id in job_ids:
+            client.remove(job_id)
+
+
+@main.command()
+@click.option("--state", "states", multiple=True, type=click.Choice(ENDED_STATES),
+              help="Only jobs that ended in this state (repeatable; default: every ended job).")
+@click.option("--older-than", type=DURATION, default=0.0, help="Only jobs that ended this long ago (10m, 7d, …).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def clean(ctx, states, older_than, as_json) -> None:
+    """Remove your ended jobs (admins: everyone's) with their logs and results."""
+    with _client(ctx) as client:
+        removed = client.clean(list(states), older_than)
+    print_json({"removed": removed}) if as_json else click.echo(f"removed {removed} jobs")
 
 
 def read_items(path: str) -> list[dict[str, Any]]:

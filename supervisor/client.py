@@ -54,6 +54,16 @@ class Client:
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self.request("POST", f"/v1/jobs/{job_id}/cancel").json()
 
+    def restart(self, job_id: str) -> dict[str, Any]:
+        return self.request("POST", f"/v1/jobs/{job_id}/restart").json()
+
+    def remove(self, job_id: str) -> None:
+        self.request("DELETE", f"/v1/jobs/{job_id}")
+
+    def clean(self, states: list[str], older_than: float) -> int:
+        params: dict[str, Any] = {"state": states, "older_than": older_than}
+        return self.request("DELETE", "/v1/jobs", params=params).json()["removed"]
+
     def list(self, **filters: Any) -> dict[str, Any]:
         params = {k: v for k, v in filters.items() if v is not None}
         return self.request("GET", "/v1/jobs", params=params).json()

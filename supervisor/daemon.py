@@ -27,6 +27,7 @@ from supervisor.ids import is_job_id
 from supervisor.listener import bind_tcp, bind_unix
 from supervisor.preflight import check_settings, doubtful_settings, unknown_env
 from supervisor.registry import Registry, load_registry
+from supervisor.retention import keep_finished
 from supervisor.runner.cgroups import JobCgroups, cgroup_root_name, detect_cgroup_root
 from supervisor.runner.forkserver import ForkServer
 from supervisor.runner.identity import prepare_shared_dirs
@@ -181,6 +182,7 @@ class Daemon:
                 tg.start_soon(services.reaper.run)
                 tg.start_soon(self.store.watch)
                 tg.start_soon(self.scheduler.run)
+                tg.start_soon(keep_finished, self.store, s)
                 if cluster:
                     tg.start_soon(cluster.run, self.scheduler, services.user_log)
                 tg.start_soon(self._receive_events, events)

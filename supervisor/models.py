@@ -77,6 +77,8 @@ class JobRecord:
     finished_at: float | None = None
     updated_at: float = field(default_factory=time.time)
     not_before: float = 0.0
+    after_ids: list[str] = field(default_factory=list)  # starts once all of these succeeded
+    restarted_from: str | None = None
     seq: int | None = None
 
     @property
@@ -129,6 +131,7 @@ class JobStatus(BaseModel):
     batch_id: str | None = None
     priority: int = 0
     attempt: int
+    restarted_from: str | None = None
     pid: int | None = None
     processed_by: str | None = None
     requested_at: str
@@ -168,6 +171,7 @@ class JobStatus(BaseModel):
             batch_id=rec.batch_id,
             priority=rec.priority,
             attempt=rec.attempt,
+            restarted_from=rec.restarted_from,
             pid=rec.pid,
             processed_by=rec.processed_by,
             requested_at=rfc3339(rec.requested_at) or "",

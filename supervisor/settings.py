@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     lease_ttl: float = Field(
         30.0, gt=0, description="Shared store: a host silent this long (s) is dead; its running jobs become lost."
     )
+    keep_finished: float = Field(
+        30 * 86400.0, ge=0, description="Ended jobs, their logs and results are removed this long after they end "
+                                        "(a duration: 30 days, 12h, 3600; 0 keeps them forever)."
+    )
     log_rotation: str = Field("50 MB", description="When a user log rotates (loguru rotation).")
     log_retention: str = Field("30 days", description="How long rotated user logs are kept (loguru retention).")
     fork_server: bool = Field(
@@ -136,6 +140,15 @@ class Settings(BaseSettings):
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("keep_finished", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            from supervisor.durations import parse_duration
+
+            return parse_duration(value)  # its ValueError names the value and the forms accepted
         return value
 
     @field_validator("jobs_path", mode="before")

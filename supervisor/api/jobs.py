@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from supervisor.api.body import json_body, json_body_schema
 from supervisor.api.deps import CallerDep, CursorQuery, DaemonDep, OffsetQuery
@@ -17,6 +18,7 @@ from supervisor.errors import Conflict, Draining, FieldError, InvalidParams, Not
 from supervisor.ids import is_job_id
 from supervisor.logs import job_log_path, read_from
 from supervisor.models import JobRecord, JobState, JobStatus
+from supervisor.retention import DONE_STATES, purge, remove_job
 from supervisor.store import JobFilter
 from supervisor.submit import NAME_PATTERN, SubmitRequest, build_record, request_hash
 
@@ -105,6 +107,23 @@ async def list_jobs(
     }
 
 
+@router.delete("", response_model=dict)
+async def clean_jobs(
+    daemon: DaemonDep,
+    caller: CallerDep,
+    state: Annotated[list[JobState] | None, Query(description="Only ended jobs in these states (default: all).")] = None,
+    older_than: Annotated[float, Query(ge=0, description="Only jobs that ended at least S seconds ago.")] = 0.0,
+) -> dict[str, int]:
+    """Remove your ended jobs (admins: everyone's) with their logs and results."""
+    running = [s for s in state or [] if not s.done]
+    if running:
+        raise InvalidParams("only ended jobs can be removed",
+                            [FieldError(["query", "state"], f"{s} is not an ended state") for s in running])
+    removed = await purge(daemon.store, daemon.settings, time.time() - older_than, state or DONE_STATES,
+                          None if caller.admin else caller.name)
+    return {"removed": removed}
+
+
 @router.get("/{job_id}", response_model=JobStatus)
 async def get_job(job_id: str, daemon: DaemonDep, caller: CallerDep) -> JSONResponse:
     return status_response(load_job(daemon, caller, job_id), 200)
@@ -130,6 +149,26 @@ async def cancel_job(job_id: str, daemon: DaemonDep, caller: CallerDep) -> JSONR
     if job_id in daemon.scheduler.running:  # a queued job ended inside cancel(): no done event will come
         await daemon.scheduler.wait_done(job_id, daemon.scheduler.limits_of(rec.job).kill_grace + 2.0)
     return status_response(daemon.store.get(job_id) or rec)
+
+
+@router.delete("/{job_id}", status_code=204)
+async def remove_one(job_id: str, daemon: DaemonDep, caller: CallerDep) -> Response:
+    """Remove an ended job: its record, log and result (409 while it is queued or running)."""
+    await remove_job(daemon.store, daemon.settings, load_job(daemon, caller, job_id))
+    return Response(status_code=204)
+
+
+@router.post("/{job_id}/restart", status_code=202, response_model=JobStatus)
+async def restart_job(job_id: str, daemon: DaemonDep, caller: CallerDep) -> JSONResponse:
+    """A new job of the same type with the same params, `restarted_from` this one; the caller is its requestor."""
+    old = load_job(daemon, caller, job_id)
+    if daemon.draining:
+        raise Draining("the daemon is shutting down and accepts no new jobs; retry when it is back")
+    rec = build_record(daemon.registry, SubmitRequest(job=old.job, params=old.params, priority=old.priority),
+                       caller.name)
+    rec.restarted_from = old.id
+    daemon.scheduler.submit([rec])
+    return status_response(rec, 202)
 
 
 @router.get("/{job_id}/log", response_class=PlainTextResponse, response_model=None)

@@ -21,10 +21,10 @@ from psycopg.types.json import Jsonb
 from supervisor.models import JobRecord, JobState
 from supervisor.store.base import BatchRecord, JobFilter
 from supervisor.store.migrations import latest_version, migrations
-from supervisor.store.sqlite import SchemaTooNew
+from supervisor.store.sqlite import CALLBACK_PREFIX, CALLBACK_WITH_ITEM, SchemaTooNew
 
 FIELDS = [f.name for f in dataclasses.fields(JobRecord) if f.name != "seq"]
-_JSON_FIELDS = {"params", "result"}
+_JSON_FIELDS = {"params", "result", "after_ids"}
 _MIGRATION_LOCK = 0x52530000  # advisory lock id: daemons starting together migrate one at a time
 # A row in one of these states is settled: a late write from a host that was declared
 # dead (its lease expired while it was only slow) must not overwrite it.
@@ -182,11 +182,40 @@ class PostgresStore:
     def delete_batch(self, batch_id: str) -> None:
         self.connection().execute("DELETE FROM batches WHERE id = %s", (batch_id,))
 
-    def delete_empty_batches(self) -> int:
+    def delete_empty_batches(self, created_before: float | None = None) -> int:
         cur = self.connection().execute(
-            "DELETE FROM batches WHERE NOT EXISTS "
-            "(SELECT 1 FROM jobs WHERE jobs.batch_id = batches.id AND jobs.requestor = batches.requestor)")
+            "DELETE FROM batches WHERE created_at < %s AND NOT EXISTS "
+            "(SELECT 1 FROM jobs WHERE jobs.batch_id = batches.id AND jobs.requestor = batches.requestor)",
+            (created_before if created_before is not None else float("inf"),))
         return cur.rowcount
+
+    # -- removal and queue control (as supervisor/store/sqlite.py) ------------------------
+
+    def finished_ids(self, finished_before: float, states: list[JobState], requestor: str | None,
+                     limit: int) -> list[str]:
+        rows = self.connection().execute(
+            "SELECT id FROM jobs WHERE finished_at < %s AND state = ANY(%s) AND (%s::text IS NULL OR requestor = %s) "
+            f"AND NOT ({CALLBACK_WITH_ITEM}) ORDER BY finished_at LIMIT %s",
+            (finished_before, [str(s) for s in states], requestor, requestor, limit))
+        return [r["id"] for r in rows]
+
+    def callback_item(self, rec: JobRecord) -> str | None:
+        row = self.connection().execute(f"SELECT 1 FROM jobs WHERE id = %s AND {CALLBACK_WITH_ITEM}",
+                                        (rec.id,)).fetchone()
+        return (rec.idempotency_key or "").removeprefix(CALLBACK_PREFIX) if row else None
+
+    def delete_jobs(self, ids: list[str]) -> None:
+        self.connection().execute("DELETE FROM jobs WHERE id = ANY(%s)", (ids,))
+
+    def queue_control(self) -> dict[str, Any]:
+        row = self.connection().execute("SELECT value FROM queue_control WHERE name = 'queue'").fetchone()
+        return dict(row["value"]) if row else {}
+
+    def set_queue_control(self, value: dict[str, Any]) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO queue_control (name, value) VALUES ('queue', %s) "
+                       "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (Jsonb(value),))
+            db.execute("SELECT pg_notify(%s, %s)", (JOB_CHANNEL, "- queue"))
 
     def batch_counts(self, batch: BatchRecord) -> dict[str, int]:
         rows = self.connection().execute(

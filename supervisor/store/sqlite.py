@@ -13,9 +13,9 @@ from typing import Any
 from supervisor.models import JobRecord, JobState
 from supervisor.store.base import BatchRecord, JobFilter
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _FIELDS = [f.name for f in dataclasses.fields(JobRecord) if f.name != "seq"]
-_JSON_FIELDS = {"params", "result"}
+_JSON_FIELDS = {"params", "result", "after_ids"}
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS jobs (
@@ -51,10 +51,29 @@ def _add_cgroup_column(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE jobs ADD COLUMN cgroup TEXT")
 
 
+def _add_queue_operations(db: sqlite3.Connection) -> None:
+    """CONTRACT §14: dependencies, restarts, retention's index and the queue control document
+    (as supervisor/store/migrations/postgres/0004_queue_operations.sql)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    if columns and "after_ids" not in columns:
+        db.execute("ALTER TABLE jobs ADD COLUMN after_ids TEXT NOT NULL DEFAULT '[]'")
+    if columns and "restarted_from" not in columns:
+        db.execute("ALTER TABLE jobs ADD COLUMN restarted_from TEXT")
+    if columns:
+        db.execute("CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL")
+    db.execute("CREATE TABLE IF NOT EXISTS queue_control (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+
 # Schema version reached -> the step that reaches it. Each can run again after being
 # interrupted half-way (IF NOT EXISTS, or a check first).
-_MIGRATIONS: dict[int, str | Callable[[sqlite3.Connection], None]] = {1: _SCHEMA, 2: _BATCHES, 3: _add_cgroup_column}
+_MIGRATIONS: dict[int, str | Callable[[sqlite3.Connection], None]] = {
+    1: _SCHEMA, 2: _BATCHES, 3: _add_cgroup_column, 4: _add_queue_operations}
 _DONE_STATES = tuple(str(s) for s in JobState if s.done)
+CALLBACK_PREFIX = "callback/"  # supervisor.batches.CALLBACK_KEY_PREFIX (the daemon's module; not imported here)
+# A callback job (`jobs` row) whose batch item is still stored (no LIKE: psycopg reads % as a placeholder).
+CALLBACK_WITH_ITEM = (f"substr(idempotency_key, 1, {len(CALLBACK_PREFIX)}) = '{CALLBACK_PREFIX}' AND EXISTS (SELECT 1 FROM jobs item "
+                       f"WHERE item.id = substr(jobs.idempotency_key, {len(CALLBACK_PREFIX) + 1}) "
+                       "AND item.requestor = jobs.requestor)")
 _BATCH_FIELDS = [f.name for f in dataclasses.fields(BatchRecord)]
 
 
@@ -179,13 +198,45 @@ class SqliteStore:
     def delete_batch(self, batch_id: str) -> None:
         self._db.execute("DELETE FROM batches WHERE id = ?", (batch_id,))
 
-    def delete_empty_batches(self) -> int:
-        """A batch row is written just before its items; one without items is a request that died between."""
+    def delete_empty_batches(self, created_before: float | None = None) -> int:
+        """A batch row is written just before its items; one without items is a request that died
+        between, or one whose items were all removed (`created_before` spares batches being made)."""
         cur = self._db.execute(
-            "DELETE FROM batches WHERE NOT EXISTS "
-            "(SELECT 1 FROM jobs WHERE jobs.batch_id = batches.id AND jobs.requestor = batches.requestor)"
+            "DELETE FROM batches WHERE created_at < ? AND NOT EXISTS "
+            "(SELECT 1 FROM jobs WHERE jobs.batch_id = batches.id AND jobs.requestor = batches.requestor)",
+            (created_before if created_before is not None else float("inf"),)
         )
         return cur.rowcount
+
+    # -- removal and queue control ------------------------------------------------------
+
+    def finished_ids(self, finished_before: float, states: list[JobState], requestor: str | None,
+                     limit: int) -> list[str]:
+        """Ended jobs, oldest first. A batch callback stays while its item does: the start-up sweep
+        would otherwise queue it again (supervisor/batches.py)."""
+        marks = ", ".join("?" for _ in states)
+        sql = (f"SELECT id FROM jobs WHERE finished_at < ? AND state IN ({marks}) "
+               f"AND {'requestor = ?' if requestor is not None else '1'} AND NOT ({CALLBACK_WITH_ITEM}) "
+               "ORDER BY finished_at LIMIT ?")
+        args = [finished_before, *map(str, states), *([requestor] if requestor is not None else []), limit]
+        return [row[0] for row in self._db.execute(sql, args)]
+
+    def callback_item(self, rec: JobRecord) -> str | None:
+        """The batch item whose callback `rec` is, if that item is still stored."""
+        row = self._db.execute(f"SELECT 1 FROM jobs WHERE id = ? AND {CALLBACK_WITH_ITEM}", (rec.id,)).fetchone()
+        return (rec.idempotency_key or "").removeprefix(CALLBACK_PREFIX) if row else None
+
+    def delete_jobs(self, ids: list[str]) -> None:
+        with self._transaction():
+            self._db.executemany("DELETE FROM jobs WHERE id = ?", [(job_id,) for job_id in ids])
+
+    def queue_control(self) -> dict[str, Any]:
+        row = self._db.execute("SELECT value FROM queue_control WHERE name = 'queue'").fetchone()
+        return json.loads(row[0]) if row else {}
+
+    def set_queue_control(self, value: dict[str, Any]) -> None:
+        self._db.execute("INSERT INTO queue_control (name, value) VALUES ('queue', ?) "
+                         "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (json.dumps(value),))
 
     def batch_counts(self, batch: BatchRecord) -> dict[str, int]:
         rows = self._db.execute(

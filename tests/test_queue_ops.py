@@ -1,0 +1,190 @@
+"""Queue operations of CONTRACT §14 through a real daemon, on SQLite and on a private PostgreSQL:
+restart, rm, clean, retention."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from supervisor.errors import Conflict, InvalidParams, NotFound
+
+from conftest import DaemonProcess, wait_until
+from pg import find_pg_bin, fresh_database, private_postgres
+
+STORES = ["sqlite", "postgres"]
+
+
+@pytest.fixture(scope="module")
+def pg_server() -> Iterator[str | None]:
+    bin_dir = find_pg_bin()
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        bin_dir = None
+    if bin_dir is None:
+        yield None
+        return
+    with private_postgres(bin_dir) as server:
+        yield server.url
+
+
+@pytest.fixture(params=STORES)
+def start(request: pytest.FixtureRequest, make_daemon: Callable[..., DaemonProcess],
+          pg_server: str | None) -> Callable[..., DaemonProcess]:
+    """Start a daemon on this test's store (the same store for every daemon the test starts)."""
+    env: dict[str, str] = {}
+    if request.param == "postgres":
+        if pg_server is None:
+            pytest.skip("no PostgreSQL (initdb and psycopg): `bash scripts/setup test` as root installs them")
+        env = {"RUNSPACE_STORE": fresh_database(pg_server), "RUNSPACE_CGROUPS": "false"}
+
+    def start_daemon(base: Path | None = None, **more: str) -> DaemonProcess:
+        return make_daemon(base, **env, **more)
+
+    return start_daemon
+
+
+def _gone(d: DaemonProcess, job_id: str) -> bool:
+    try:
+        d.client.status(job_id)
+    except NotFound:
+        return True
+    return False
+
+
+# -- restart ---------------------------------------------------------------------------------
+
+
+def test_restart_makes_a_new_job_with_the_same_type_and_params(start) -> None:
+    d = start()
+    first = d.wait(d.submit("echo", {"value": "a"}, priority=3)["id"])
+    out = d.cli("restart", first["id"])
+    assert out.returncode == 0, out.stderr
+    again = d.wait(out.stdout.strip())
+    assert again["id"] != first["id"] and again["restarted_from"] == first["id"]
+    assert (again["job"], again["params"], again["priority"], again["state"]) == ("echo", first["params"], 3,
+                                                                                  "succeeded")
+    assert d.cli("restart", "0" * 20).returncode == 2  # unknown id: not found
+
+
+# -- rm ----------------------------------------------------------------------------------------
+
+
+def test_rm_removes_an_ended_job_its_log_and_result_and_refuses_a_running_one(start) -> None:
+    d = start()
+    running = d.submit("sleep", {"seconds": 30})["id"]
+    with pytest.raises(Conflict, match="only ended jobs"):
+        d.client.remove(running)
+    out = d.cli("rm", running)
+    assert out.returncode == 1 and "only ended jobs" in out.stderr
+    ended = d.wait(d.submit("echo", {"value": "b"})["id"])
+    log = d.log_dir / "jobs" / f"{ended['id']}.log"
+    assert log.exists()
+    out = d.cli("rm", ended["id"])
+    assert out.returncode == 0, out.stderr
+    assert _gone(d, ended["id"]) and not log.exists()
+    assert d.cli("rm", ended["id"]).returncode == 2  # not found any more
+    assert not d.client.status(running)["done"]
+
+
+def test_a_batch_callback_is_removed_only_after_its_item(start) -> None:
+    d = start()
+    created = d.client.request("POST", "/v1/batches", json={"job": "square", "items": [{"n": 2}],
+                                                            "callback": {"job": "collect"}}).json()
+    item = created["job_ids"][0]
+
+    def callback_ended() -> str | None:
+        cbs = [j for j in d.client.list(job="collect")["items"] if j["done"]]
+        return cbs[0]["id"] if cbs else None
+
+    callback = wait_until(callback_ended, timeout=30, what="the callback to end")
+    with pytest.raises(Conflict, match=item):
+        d.client.remove(callback)
+    d.client.remove(item)
+    d.client.remove(callback)
+    assert _gone(d, item) and _gone(d, callback)
+
+
+# -- clean -------------------------------------------------------------------------------------
+
+
+def test_clean_by_state_and_age(start) -> None:
+    d = start()
+    ok = d.wait(d.submit("echo", {"value": "c"})["id"])["id"]
+    bad = d.wait(d.submit("fail", {"message": "no"})["id"])["id"]
+    running = d.submit("sleep", {"seconds": 30})["id"]
+    out = d.cli("clean", "--older-than", "1h")
+    assert out.returncode == 0 and out.stdout.strip() == "removed 0 jobs", out.stderr
+    out = d.cli("clean", "--state", "failed", "--state", "lost")
+    assert out.stdout.strip() == "removed 1 jobs", out.stderr
+    assert _gone(d, bad) and not _gone(d, ok)
+    assert d.cli("clean").stdout.strip() == "removed 1 jobs"
+    assert _gone(d, ok) and not d.client.status(running)["done"]
+    bad_age = d.cli("clean", "--older-than", "soon")
+    assert bad_age.returncode == 2 and "'soon' is not a duration" in bad_age.stderr
+    assert d.cli("clean", "--state", "running").returncode == 2
+    with pytest.raises(InvalidParams, match="ended"):
+        d.client.request("DELETE", "/v1/jobs", params={"state": "running"})
+
+
+# -- retention --------------------------------------------------------------------------------
+
+
+def test_retention_purges_at_start_and_periodically_with_logs_and_empty_batches(start, tmp_path: Path) -> None:
+    d = start(tmp_path / "d")
+    old = d.wait(d.submit("echo", {"value": "old"})["id"])["id"]
+    created = d.client.submit_batch("square", [{"n": 1}, {"n": 2}])[1]
+    for job_id in created["job_ids"]:
+        d.wait(job_id)
+    assert d.stop() == 0
+    d = start(tmp_path / "d", RUNSPACE_KEEP_FINISHED="3s")  # at start: all of those ended > 3 s ago soon
+    wait_until(lambda: _gone(d, old) and all(_gone(d, j) for j in created["job_ids"]), timeout=20,
+               what="retention at start")
+    assert not (d.log_dir / "jobs" / f"{old}.log").exists()
+
+    def batch_gone() -> bool:
+        try:
+            d.client.batch(created["batch_id"])
+        except NotFound:
+            return True
+        return False
+
+    wait_until(batch_gone, timeout=30, what="the batch whose items are all gone to go")
+    fresh = d.wait(d.submit("echo", {"value": "new"})["id"])["id"]
+    queued_long = d.submit("sleep", {"seconds": 30})["id"]
+    assert not _gone(d, fresh)  # kept for its 3 s
+    wait_until(lambda: _gone(d, fresh), timeout=20, what="periodic retention")
+    assert not _gone(d, queued_long)  # only ended jobs go
+
+
+def test_keep_finished_that_is_no_duration_stops_the_daemon_in_one_line(make_daemon, tmp_path: Path) -> None:
+    d = DaemonProcess(tmp_path, "x", {"RUNSPACE_KEEP_FINISHED": "a while"})
+    out = d.cli("daemon")
+    assert out.returncode == 2 and "RUNSPACE_KEEP_FINISHED='a while'" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_version_3_sqlite_database_gains_the_new_columns_and_keeps_its_jobs(tmp_path: Path) -> None:
+    import sqlite3
+
+    from supervisor.models import JobRecord
+    from supervisor.store.sqlite import SCHEMA_VERSION, SqliteStore
+
+    path = tmp_path / "v3.db"
+    store = SqliteStore(path)
+    store.insert([JobRecord(id="0" * 20, job="echo", params={}, requestor="u", log_user="u")])
+    store.close()
+    db = sqlite3.connect(path)
+    for column in ("after_ids", "restarted_from"):
+        db.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
+    db.execute("DROP TABLE queue_control")
+    db.execute("PRAGMA user_version=3")
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    rec = store.get("0" * 20)
+    assert rec is not None and rec.after_ids == [] and rec.restarted_from is None
+    assert store.queue_control() == {}
+    assert store._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    store.close()

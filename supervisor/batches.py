@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field
 
-from supervisor.errors import Conflict, FieldError, InvalidParams, RunspaceError, message_with_input
+from supervisor.errors import (
+    Conflict, FieldError, InvalidParams, RunspaceError, StoreUnavailable, message_with_input,
+)
 from supervisor.ids import new_job_id
 from supervisor.models import CallbackPayload, JobError, JobRecord, JobState, rfc3339
 from supervisor.registry import Registry
@@ -177,7 +179,12 @@ class Batches:
     def on_item_finished(self, item: JobRecord) -> None:
         if item.batch_id is None:
             return
-        batch = self.store.get_batch(item.batch_id)
+        try:
+            batch = self.store.get_batch(item.batch_id)
+        except StoreUnavailable:
+            logger.warning("batch {}: the callback for item {} is queued once the job store recovers",
+                           item.batch_id, item.id)
+            return
         if batch is None or batch.callback_job is None or batch.requestor != item.requestor:
             return
         self.queue_callback(batch, item)
@@ -201,6 +208,10 @@ class Batches:
         dropped = self.store.delete_empty_batches()
         if dropped:
             logger.warning("dropped {} batch(es) whose items were never stored", dropped)
+        self.queue_missed_callbacks()
+
+    def queue_missed_callbacks(self) -> None:
+        """Callbacks of items that ended while they could not be queued (a crash, a store outage)."""
         for item in self.store.items_missing_callback(CALLBACK_KEY_PREFIX):
             batch = self.store.get_batch(item.batch_id or "")
             if batch is not None:
@@ -241,5 +252,9 @@ def attach(daemon: Any) -> Batches:
     """Wire batches into a daemon: the scheduler hook, then the start-up recovery sweep."""
     batches = Batches(daemon.store, daemon.scheduler, lambda: daemon.registry)
     daemon.scheduler.on_finished.append(batches.on_item_finished)
-    batches.recover()
+    daemon.store.on_recovered.append(batches.queue_missed_callbacks)
+    try:
+        batches.recover()
+    except StoreUnavailable as exc:  # started on a full disk: the callbacks follow when it recovers
+        logger.warning("batch recovery postponed: {}", exc)
     return batches

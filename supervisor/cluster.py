@@ -99,7 +99,7 @@ class Cluster:
             try:
                 await self._listen_once(scheduler)
             except (psycopg.Error, StoreUnavailable) as exc:
-                if self._listening or delay == _RECONNECT_DELAY:  # once per outage
+                if self._listening:  # once per outage: the attempts that follow fail alike
                     logger.error("LISTEN connection lost ({}); reconnecting with backoff", _one_line(exc))
             delay = _RECONNECT_DELAY if self._listening else min(delay * 2, _MAX_RECONNECT_DELAY)
             await anyio.sleep(delay)

@@ -22,6 +22,7 @@ from supervisor.api.app import create_app
 from supervisor.api.connections import ConnectionTable
 from supervisor.api.peer import PeerCredProtocol
 from supervisor.api.tokens import TokenTable
+from supervisor.daemon_lock import hold_state_dir, refuse_a_live_socket
 from supervisor.errors import RunspaceError, StoreUnavailable
 from supervisor.ids import is_job_id
 from supervisor.listener import bind_tcp, bind_unix
@@ -72,6 +73,7 @@ class Daemon:
         self.registry = Registry()
         self.forkserver: ForkServer | None = None
         self.cgroups: JobCgroups | None = None
+        self._state_lock: int | None = None  # fd of <state dir>/daemon.lock, held for the daemon's life
         self.store: StoreGuard
         self.scheduler: Scheduler
 
@@ -133,8 +135,11 @@ class Daemon:
             logger.warning("{} is not a runspace setting and is ignored (`runspace daemon --help` lists them)", name)
         for doubt in doubtful_settings(s):
             logger.warning(doubt)
-        for path in (s.state_dir, s.logs):
-            path.mkdir(parents=True, exist_ok=True)
+        s.state_dir.mkdir(parents=True, exist_ok=True)
+        self._state_lock = hold_state_dir(s.state_dir)  # before anything else touches the state dir
+        if not systemd.socket_activated():
+            refuse_a_live_socket(s.socket)
+        s.logs.mkdir(parents=True, exist_ok=True)
         check_config_trusted(s)
         prepare_shared_dirs(s.state_dir, s.logs, None if "://" in s.store_url else Path(s.store_url))
         become_subreaper()

@@ -15,7 +15,7 @@ class SocketInUse(RunspaceError):
     title = "Socket in use"
 
 
-def _someone_listens(path: Path) -> bool:
+def someone_listens(path: Path) -> bool:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         probe.settimeout(1.0)
         try:
@@ -28,7 +28,7 @@ def _someone_listens(path: Path) -> bool:
 def bind_unix(path: Path, group: str | None) -> socket.socket:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() or path.is_symlink():
-        if _someone_listens(path):
+        if someone_listens(path):
             raise SocketInUse(f"another runspace daemon is already listening on {path}")
         path.unlink()  # stale: left by a daemon that died
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -32,9 +32,14 @@ def watchdog_interval() -> float | None:
     return int(usec) / 2e6
 
 
+def socket_activated() -> bool:
+    """systemd passed this process its listening sockets (listen_sockets() takes them)."""
+    return os.environ.get("LISTEN_PID") == str(os.getpid())
+
+
 def listen_sockets() -> list[socket.socket]:
     """Sockets passed by systemd socket activation, if they are meant for this process."""
-    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+    if not socket_activated():
         return []
     count = int(os.environ.get("LISTEN_FDS", "0"))
     sockets = []

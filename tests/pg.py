@@ -35,6 +35,18 @@ class PgServer:
     url: str
     socket_dir: Path
     port: int
+    _ctl: list[str]  # pg_ctl -D DATA, run as the server's account
+    _opts: str
+    _log: Path
+
+    def stop(self) -> None:
+        """`pg_ctl stop -m fast`: every session is ended, as in a real restart or failover."""
+        subprocess.run([*self._ctl, "-m", "fast", "-w", "stop"], check=True, capture_output=True,
+                       env={**os.environ, "LC_ALL": "C"})
+
+    def start(self) -> None:
+        subprocess.run([*self._ctl, "-l", str(self._log), "-o", self._opts, "-w", "-t", "30", "start"],
+                       check=True, capture_output=True, env={**os.environ, "LC_ALL": "C"})
 
 
 def _server_account() -> tuple[list[str], int | None]:
@@ -75,9 +87,10 @@ def private_postgres(bin_dir: Path) -> Iterator[PgServer]:
         # Durability is irrelevant for a throw-away test cluster; speed is not.
         opts = (f"-c listen_addresses='' -c unix_socket_directories={sock} -p {port} -c fsync=off "
                 f"-c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
-        subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(base / "server.log"),
-                        "-o", opts, "-w", "-t", "30", "start"], check=True, capture_output=True, env=env)
-        yield PgServer(f"postgresql:///postgres?host={sock}&port={port}&user={DB_ROLE}", sock, port)
+        server = PgServer(f"postgresql:///postgres?host={sock}&port={port}&user={DB_ROLE}", sock, port,
+                          [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data)], opts, base / "server.log")
+        server.start()
+        yield server
     finally:
         if (data / "postmaster.pid").exists():
             subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,3 +120,25 @@ def test_a_store_file_deleted_or_replaced_under_the_daemon_is_noticed(make_daemo
         d.client.submit("echo", {"value": 2})
     assert d.proc.poll() is None
     assert f"job store file {db} was {how}" in d.log()
+
+
+@pytest.mark.parametrize("other_state_dir", [False, True])
+def test_a_second_daemon_touches_nothing_of_the_running_one(make_daemon, other_state_dir: bool) -> None:
+    d = make_daemon()
+    events = d.state_dir / "events.sock"
+    before = events.stat().st_ino
+    env = {**d.env, "RUNSPACE_STATE_DIR": str(d.base / "other-state")} if other_state_dir else d.env
+    second = subprocess.run([sys.executable, "-m", "supervisor", "daemon"], env=env, capture_output=True,
+                            text=True, timeout=60, cwd=d.base)
+    assert second.returncode == 1
+    lines = [line for line in second.stderr.splitlines() if " WARNING " not in line]  # the test's own env
+    assert len(lines) == 1, second.stderr
+    expected = "already listening" if other_state_dir else f"pid {d.proc.pid}) is running on the state dir"
+    assert expected in lines[0]
+    assert events.stat().st_ino == before, "the running daemon's events socket was replaced"
+
+    job = d.submit("steps", {"steps": 40, "delay": 0.1})  # its progress still reaches the first daemon
+    wait_until(lambda: (d.client.status(job["id"])["progress"] or 0) >= 3, 15,
+               what="progress reported while the job runs")
+    assert d.wait(job["id"])["state"] == "succeeded"
+    assert _health(d)[0] == 200

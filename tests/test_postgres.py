@@ -178,3 +178,69 @@ def test_500_jobs_on_3_hosts_run_exactly_once_when_one_host_is_killed(
     assert {host for _, host, _, _ in _lines(marks)} == {"host-0", "host-1", "host-2"}
     (hosts_left,), = _sql(pg_url, "SELECT count(*) FROM hosts WHERE host_id = 'host-2'")
     assert hosts_left == 0, "the dead host's lease was not settled"
+
+
+def _answer(d, method: str, path: str, **kwargs) -> tuple[int, dict, dict]:
+    """Status, headers and body as they are (Client.request raises problems)."""
+    resp = d.client._http.request(method, path, **kwargs)
+    return resp.status_code, dict(resp.headers), resp.json()
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize(("count", "outage"), [(2, 3.0), (3, 20.0)])
+def test_a_database_outage_stops_no_daemon_and_loses_or_doubles_nothing(
+    make_daemon, tmp_path: Path, count: int, outage: float
+) -> None:
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL binaries (initdb, pg_ctl)")
+    with private_postgres(bin_dir) as server:  # its own server: this test stops it
+        hosts = _hosts(make_daemon, server.url, tmp_path, count, RUNSPACE_MAX_CONCURRENCY="4")
+        marks = tmp_path / "marks.txt"
+        ids = [hosts[i % count].submit("shared_mark", {"path": str(marks), "delay": 0.4 + (i % 5) * 0.3})["id"]
+               for i in range(60)]
+
+        def busy() -> bool:
+            (n,), = _sql(server.url, "SELECT count(*) FROM jobs WHERE state = 'running'")
+            return len(_lines(marks)) >= 5 and n >= count
+        wait_until(busy, 60, interval=0.05, what="jobs running on every host")
+
+        server.stop()
+        seen: Counter[int] = Counter()
+        health: Counter[int] = Counter()
+        ends = time.monotonic() + outage
+        while time.monotonic() < ends:  # under load: every host is asked all the time
+            for d in hosts:
+                status, headers, body = _answer(d, "POST", "/v1/jobs", json={"job": "shared_mark", "params": {
+                    "path": str(marks)}})
+                seen[status] += 1
+                if status == 503:
+                    assert int(headers["retry-after"]) > 0
+                    assert headers["content-type"] == "application/problem+json"
+                    assert "psycopg" not in body["detail"] and "connection" not in body["detail"], body
+                else:
+                    ids.append(body["id"])  # taken before the host noticed: it must run too
+                health[_answer(d, "GET", "/healthz")[0]] += 1
+            time.sleep(0.2)
+        assert [d.proc.poll() for d in hosts] == [None] * count, "a daemon died in the outage"
+        assert seen[503] > 0 and set(seen) <= {201, 503}, seen
+        assert health[503] > 0, health
+        server.start()
+
+        def all_done() -> bool:
+            (n,), = _sql(server.url, "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')")
+            return n == 0
+        wait_until(all_done, 120, interval=0.2, what="every job to end after the outage")
+        for d in hosts:
+            wait_until(lambda d=d: _answer(d, "GET", "/healthz")[0] == 200, 30, what="health to recover")
+        rows = dict(_sql(server.url, "SELECT id, state FROM jobs"))
+        assert [d.proc.poll() for d in hosts] == [None] * count, "a daemon died after the outage"
+
+    assert sorted(rows) == sorted(ids)
+    assert Counter(rows.values()) == Counter({"succeeded": len(ids)}), Counter(rows.values())
+    runs = Counter(job_id for job_id, *_ in _lines(marks))
+    assert all(runs[job_id] == 1 for job_id in ids), {job_id: runs[job_id] for job_id in ids if runs[job_id] != 1}
+    for d in hosts:
+        log = d.log()
+        assert "job store degraded" in log and "job store recovered" in log
+        assert "unhandled error" not in log and "Traceback" not in log, log[-3000:]

@@ -37,6 +37,8 @@ _MIN_BACKOFF, _MAX_BACKOFF = 0.5, 8.0  # probe delays while degraded, doubling
 # Calls that write: refused outright while degraded (update() is kept instead).
 _WRITES = frozenset({"insert", "insert_batch", "delete_batch", "delete_empty_batches", "bump_counter",
                      "delete_jobs", "set_queue_control", "remove", "forward_cancel", "pick"})
+# Calls that never reach the store (the shared queue's push: the row is the queue): never refused.
+_LOCAL = frozenset({"push"})
 _PROBE_COUNTER = "store_probes"  # a counter row a probe bumps: the smallest real write
 
 
@@ -125,7 +127,7 @@ class StoreGuard:
 
     def call(self, fn: Callable[..., Any], name: str, *args: Any, **kwargs: Any) -> Any:
         """Run one store call; a store fault is recorded and raised as StoreUnavailable/NoSpace."""
-        if self.fault is not None and (name in _WRITES or not isinstance(self.fault, NoSpace)):
+        if self.fault is not None and name not in _LOCAL and (name in _WRITES or not isinstance(self.fault, NoSpace)):
             raise self.fault
         try:
             return fn(*args, **kwargs)
@@ -211,7 +213,10 @@ class StoreGuard:
         self.fault = None
         self._backoff = _MIN_BACKOFF
         for hook in self.on_recovered:
-            hook()
+            try:
+                hook()
+            except Exception:  # a hook must never end the watch (nor the daemon)
+                logger.exception("store recovery hook {} failed", hook)
 
     def _write_kept(self) -> None:
         """In the order they were kept; each entry leaves only once written."""

@@ -62,7 +62,7 @@ class PostgresStore:
     def connection(self) -> psycopg.Connection[dict[str, Any]]:
         """The connection, reopened if the server dropped it (a restart, a failover)."""
         if self._db.closed or self._db.broken:
-            logger.warning("reconnecting to PostgreSQL")
+            logger.debug("reconnecting to PostgreSQL")  # the store guard logs the outage and its end
             self._db = self._connect()
         return self._db
 

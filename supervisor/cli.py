@@ -379,6 +379,85 @@ def clean(ctx, states, older_than, as_json) -> None:
     print_json({"removed": removed}) if as_json else click.echo(f"removed {removed} jobs")
 
 
+_CONTROL_FIELDS = ("paused", "paused_types", "parallel", "parallel_types")
+
+
+def _change_queue(ctx: click.Context, change: Any, as_json: bool) -> None:
+    """Read the queue settings, change them, write them back (PUT /v1/queue, admins only), show the state."""
+    with _client(ctx) as client:
+        control = {k: v for k, v in client.queue().items() if k in _CONTROL_FIELDS}
+        change(control)
+        state = client.put_queue(control)
+    print_json(state) if as_json else _print_queue(state)
+
+
+def _print_queue(state: dict[str, Any]) -> None:
+    paused = "paused" if state["paused"] else "running"
+    if state["paused_types"]:
+        paused += f" (paused types: {', '.join(state['paused_types'])})"
+    click.echo(f"queue: {paused}; {state['running']} running of {state['max_concurrency']}, {state['queued']} queued")
+    for job, slots in sorted(state["parallel_types"].items()):
+        click.echo(f"  {job}: at most {slots} at once")
+
+
+@main.command("queue")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def queue_state(ctx, as_json) -> None:
+    """Show whether the queue is paused, its parallelism, and how many jobs run and wait."""
+    with _client(ctx) as client:
+        state = client.queue()
+    print_json(state) if as_json else _print_queue(state)
+
+
+@main.command()
+@click.argument("job", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def pause(ctx, job, as_json) -> None:
+    """Start no new jobs (of type JOB, or at all); running jobs go on. Admins only."""
+    def change(control: dict[str, Any]) -> None:
+        if job is None:
+            control["paused"] = True
+        elif job not in control["paused_types"]:
+            control["paused_types"].append(job)
+
+    _change_queue(ctx, change, as_json)
+
+
+@main.command()
+@click.argument("job", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def resume(ctx, job, as_json) -> None:
+    """Start jobs again (of type JOB, or the whole queue). Admins only."""
+    def change(control: dict[str, Any]) -> None:
+        if job is None:
+            control["paused"] = False
+        elif job in control["paused_types"]:
+            control["paused_types"].remove(job)
+        else:
+            raise InvalidParams(f"job type {job!r} is not paused (paused: {control['paused_types'] or 'none'})")
+
+    _change_queue(ctx, change, as_json)
+
+
+@main.command()
+@click.argument("slots", type=click.IntRange(1, 1_000_000))
+@click.option("--job", help="Only for this job type (in place of the concurrency it declares).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def parallel(ctx, slots, job, as_json) -> None:
+    """Run at most SLOTS jobs at once (of type JOB, or in all). Admins only."""
+    def change(control: dict[str, Any]) -> None:
+        if job is None:
+            control["parallel"] = slots
+        else:
+            control["parallel_types"][job] = slots
+
+    _change_queue(ctx, change, as_json)
+
+
 def read_items(path: str) -> list[dict[str, Any]]:
     """JSON Lines: one params object per line; blank lines are skipped."""
     text = read_input(path, "--items")

@@ -64,6 +64,12 @@ class Client:
         params: dict[str, Any] = {"state": states, "older_than": older_than}
         return self.request("DELETE", "/v1/jobs", params=params).json()["removed"]
 
+    def queue(self) -> dict[str, Any]:
+        return self.request("GET", "/v1/queue").json()
+
+    def put_queue(self, control: dict[str, Any]) -> dict[str, Any]:
+        return self.request("PUT", "/v1/queue", json=control).json()
+
     def list(self, **filters: Any) -> dict[str, Any]:
         params = {k: v for k, v in filters.items() if v is not None}
         return self.request("GET", "/v1/jobs", params=params).json()

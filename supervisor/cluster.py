@@ -120,6 +120,8 @@ class Cluster:
             if first == self.host_id:
                 self._cancel_here(scheduler, second)
             return
+        if second == "queue":  # an admin changed pause or parallel on some host
+            scheduler.reload_control()
         done = second not in (JobState.QUEUED, JobState.RUNNING)
         if first != "-":
             scheduler.on_remote_change(first, done)

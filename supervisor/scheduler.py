@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.abc import TaskGroup
 from loguru import logger
+from pydantic import ValidationError
 
 from supervisor.errors import NotAllowed, NotFound, QueueFull, StoreUnavailable
 from supervisor.ids import is_job_id
 from supervisor.metrics import DurationHistogram
 from supervisor.models import JobRecord, JobState, KillReason
 from supervisor.queue import JobQueue
+from supervisor.queue_control import QueueControl
 from supervisor.registry import JobOptions, Registry
 from supervisor.runner.adopt import Leader, ever_ran, find_leaders
 from supervisor.runner.cgroups import JobCgroups, cgroup_kill, process_cgroup
@@ -77,6 +79,7 @@ class Scheduler:
         self.durations = DurationHistogram()
         # Called with each job's final record after it is persisted (batch callbacks hook in here).
         self.on_finished: list[Callable[[JobRecord], None]] = []
+        self.control = QueueControl()  # pause and parallel, as the store keeps them (recover, set_control)
 
     # -- submissions ---------------------------------------------------------------
 
@@ -102,6 +105,7 @@ class Scheduler:
     def recover(self) -> None:
         """Queued jobs go back in the queue; running ones are re-adopted, finished or re-queued."""
         host = self.s.settings.host_id
+        self.reload_control()
         for rec in self.s.store.in_states(JobState.QUEUED):
             self.queue.push(rec)
         mine = [rec for rec in self.s.store.in_states(JobState.RUNNING) if rec.processed_by in (None, host)]
@@ -273,7 +277,9 @@ class Scheduler:
         # again after a crash (its start never written), and its end could not be kept.
         if self._tg is None or not self.s.store.accepts_writes:
             return
-        while len(self.running) < self.s.settings.max_concurrency:
+        if self.control.paused:
+            return
+        while len(self.running) < self.max_running():
             try:
                 rec = self.queue.pick(self._eligibility())
             except StoreUnavailable:
@@ -288,7 +294,11 @@ class Scheduler:
         busy_keys = {(r.rec.job, r.rec.concurrency_key) for r in self.running.values() if r.rec.concurrency_key}
         types = self._registry().types
 
+        control = self.control
+
         def eligible(rec: JobRecord) -> bool:
+            if control.holds(rec.job):  # before its key is noted: a paused job holds up no other type
+                return False
             key = (rec.job, rec.concurrency_key) if rec.concurrency_key is not None else None
             if key in busy_keys:
                 return False
@@ -297,10 +307,29 @@ class Scheduler:
             if rec.not_before > now:
                 return False
             jt = types.get(rec.job)
-            limit = jt.options.concurrency if jt else None
+            limit = control.limit_of(rec.job, jt.options.concurrency if jt else None)
             return not (limit and per_type[rec.job] >= limit)
 
         return eligible
+
+    # -- queue control ----------------------------------------------------------------
+
+    def max_running(self) -> int:
+        return self.control.parallel or self.s.settings.max_concurrency
+
+    def set_control(self, control: QueueControl) -> None:
+        """Persist first (it must survive a restart), then start what may start now."""
+        self.s.store.set_queue_control(control.model_dump())
+        self.control = control
+        logger.info("queue control: {}", control.model_dump_json())
+        self.wake()
+
+    def reload_control(self) -> None:
+        """From the store: at start, and when another host of a shared store changed it."""
+        try:
+            self.control = QueueControl.model_validate(self.s.store.queue_control())
+        except ValidationError as exc:  # written by a newer or older runspace: run unpaused rather than not at all
+            logger.error("queue control in the store is not valid, ignored: {}", exc)
 
     def options_of(self, job: str) -> JobOptions:
         jt = self._registry().types.get(job)

@@ -3,6 +3,7 @@ restart, rm, clean, retention."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -10,8 +11,9 @@ import pytest
 
 from supervisor.errors import Conflict, InvalidParams, NotFound
 
-from conftest import DaemonProcess, wait_until
-from pg import find_pg_bin, fresh_database, private_postgres
+from tests.conftest import DaemonProcess, wait_until
+from tests.pg import find_pg_bin, fresh_database, private_postgres
+from tests.test_security import LocalUsers, as_user, multiuser, needs_root, shared_base, users  # noqa: F401
 
 STORES = ["sqlite", "postgres"]
 
@@ -188,3 +190,70 @@ def test_a_version_3_sqlite_database_gains_the_new_columns_and_keeps_its_jobs(tm
     assert store.queue_control() == {}
     assert store._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     store.close()
+
+
+# -- queue control ------------------------------------------------------------------------------
+
+
+def _still_queued(d: DaemonProcess, job_id: str, seconds: float = 1.0) -> bool:
+    return d.client.wait(job_id, timeout=seconds)["state"] == "queued"
+
+
+def test_pause_and_resume_the_whole_queue_survive_a_restart(start, tmp_path: Path) -> None:
+    d = start(tmp_path / "d")
+    out = d.cli("pause")
+    assert out.returncode == 0 and out.stdout.startswith("queue: paused"), out.stderr
+    running = d.submit("sleep", {"seconds": 30})["id"]  # submitted while paused: waits
+    assert _still_queued(d, running)
+    assert d.client.queue()["paused"] is True
+    assert d.stop() == 0
+    d = start(tmp_path / "d")
+    assert d.client.queue()["paused"] is True and _still_queued(d, running)
+    assert d.cli("resume").returncode == 0
+    wait_until(lambda: d.client.status(running)["state"] == "running", timeout=20, what="the job to start")
+    d.cli("pause")  # running jobs go on
+    assert d.client.wait(running, timeout=0.5)["state"] == "running"
+
+
+def test_pause_one_type_leaves_the_others_running(start) -> None:
+    d = start()
+    assert d.cli("pause", "sleep").returncode == 0
+    held = d.submit("sleep", {"seconds": 0.1})["id"]
+    assert d.wait(d.submit("echo", {"value": "x"})["id"])["state"] == "succeeded"
+    assert _still_queued(d, held)
+    state = d.client.queue()
+    assert state["paused"] is False and state["paused_types"] == ["sleep"] and state["queued"] == 1
+    assert d.cli("resume", "sleep").returncode == 0
+    assert d.wait(held)["state"] == "succeeded"
+    not_paused = d.cli("resume", "sleep")
+    assert not_paused.returncode == 2 and "not paused" in not_paused.stderr
+    typo = d.cli("pause", "slep")
+    assert typo.returncode == 2 and "no job type 'slep'" in typo.stderr
+
+
+def test_parallel_changes_global_and_per_type_concurrency_at_run_time(start) -> None:
+    d = start()
+    assert d.cli("parallel", "1").returncode == 0
+    first, second = (d.submit("sleep", {"seconds": 30})["id"] for _ in range(2))
+    wait_until(lambda: d.client.status(first)["state"] == "running", timeout=20, what="the first job to start")
+    assert _still_queued(d, second)
+    out = d.cli("parallel", "2", "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["max_concurrency"] == 2
+    wait_until(lambda: d.client.status(second)["state"] == "running", timeout=20, what="the second job to start")
+    assert d.cli("parallel", "1", "--job", "sleep").returncode == 0
+    third = d.submit("sleep", {"seconds": 30})["id"]
+    assert d.cli("parallel", "3").returncode == 0
+    assert _still_queued(d, third)  # two of its type run, one allowed
+    assert d.client.queue()["parallel_types"] == {"sleep": 1}
+    assert d.cli("parallel", "0").returncode == 2
+    with pytest.raises(InvalidParams, match="parallel"):
+        d.client.put_queue({"parallel": "many"})
+
+
+@needs_root
+def test_only_admins_change_the_queue_everyone_reads_it(users: LocalUsers, multiuser) -> None:
+    d = multiuser(RUNSPACE_ALLOWED_USERS=users.alice.name)
+    denied = as_user(users.alice, d, lambda c: c.put_queue({"paused": True}))
+    assert denied["error"] == "NotAllowed" and "only admins" in denied["detail"]
+    seen = as_user(users.alice, d, lambda c: c.queue())
+    assert seen["value"]["paused"] is False and d.client.queue()["paused"] is False

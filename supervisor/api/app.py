@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from supervisor.api import batches, jobs, meta, openapi, problems, users
+from supervisor.api import batches, jobs, meta, openapi, problems, queue, users
 from supervisor.api.body_limit import BodyLimit
 from supervisor.api.connections import ConnectionTable
 from supervisor.api.identify import Identify
@@ -33,6 +33,7 @@ def create_app(daemon: Daemon, connections: ConnectionTable) -> FastAPI:
     app.include_router(meta.router)
     app.include_router(batches.router)
     app.include_router(users.router)
+    app.include_router(queue.router)
     openapi.install(app)
     # Batch callbacks hook into the scheduler and sweep for missed ones at start-up.
     app.state.batches = attach_batches(daemon)

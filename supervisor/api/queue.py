@@ -1,0 +1,36 @@
+"""Route for the queue as a whole: its state (GET) and, for admins, pause/resume/parallel (PUT)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from supervisor.api.body import json_body, json_body_schema
+from supervisor.api.deps import CallerDep, DaemonDep
+from supervisor.errors import NotAllowed
+from supervisor.queue_control import QueueControl, QueueState
+
+router = APIRouter(prefix="/v1/queue", tags=["queue"])
+
+
+def _state(daemon: DaemonDep) -> QueueState:
+    scheduler = daemon.scheduler
+    return QueueState(**scheduler.control.model_dump(), max_concurrency=scheduler.max_running(),
+                      running=len(scheduler.running), queued=len(scheduler.queue))
+
+
+@router.get("", response_model=QueueState)
+async def get_queue(daemon: DaemonDep, caller: CallerDep) -> QueueState:
+    return _state(daemon)
+
+
+@router.put("", response_model=QueueState, openapi_extra=json_body_schema(QueueControl))
+async def put_queue(control: Annotated[QueueControl, Depends(json_body(QueueControl))], daemon: DaemonDep,
+                    caller: CallerDep) -> QueueState:
+    """Replace the queue settings (admins only); starts what may start now."""
+    if not caller.admin:
+        raise NotAllowed("only admins pause, resume or change the parallelism of the queue")
+    control.check_types(set(daemon.registry.types))
+    daemon.scheduler.set_control(control)
+    return _state(daemon)

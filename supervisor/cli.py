@@ -590,6 +590,20 @@ def jobs(ctx, as_json) -> None:
 
 
 @main.command()
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port on 127.0.0.1 (0: any free one).")
+@click.option("--no-browser", is_flag=True, help="Only print the URL; do not open a browser.")
+@click.pass_context
+def ui(ctx, port, no_browser) -> None:
+    """Serve the web dashboard on 127.0.0.1 until Ctrl-C.
+
+    Prints its URL, with a token, as the first line. The dashboard shows what you may see."""
+    from supervisor.ui.server import serve
+
+    serve(Path(ctx.obj.get("socket") or _settings().socket), port, open_browser=not no_browser)
+
+
+@main.command()
 @click.argument("job")
 @click.argument("pairs", nargs=-1)
 @click.option("--params", "params_file", metavar="FILE|-", help="JSON object of params.")

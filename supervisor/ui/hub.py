@@ -1,0 +1,99 @@
+"""One follower of each user's log for the whole dashboard, shared by every open page.
+
+A user log line (`<time> <job id> <type> <text>`) is written when a job is queued, starts,
+reports progress with a message, logs with ctx.log, and ends: the pages' signal that a job
+changed. One follow stream per user, however many tabs are open, keeps the dashboard's
+connections to the daemon few (the daemon caps connections per uid).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from loguru import logger
+
+from supervisor.errors import RunspaceError
+from supervisor.ui.daemon_api import DaemonApi
+
+_BACKLOG = 1000  # lines a slow page may fall behind by; beyond that it misses some (its periodic refresh catches up)
+_RETRY = 2.0  # seconds before following a user's log again after the daemon went away
+
+
+@dataclass
+class _Follower:
+    scope: anyio.CancelScope
+    subscribers: set[MemoryObjectSendStream[str]] = field(default_factory=set)
+
+
+class UserLogHub:
+    def __init__(self, api: DaemonApi, tg: TaskGroup) -> None:
+        self._api = api
+        self._tg = tg  # owned by the app's lifespan: followers end with the server
+        self._followers: dict[str, _Follower] = {}
+
+    @asynccontextmanager
+    async def lines(self, users: set[str]) -> AsyncIterator[MemoryObjectReceiveStream[str]]:
+        """New lines of these users' logs while the block runs."""
+        send, receive = anyio.create_memory_object_stream[str](_BACKLOG)
+        for user in users:
+            self._follower(user).subscribers.add(send)
+        try:
+            yield receive
+        finally:
+            for user in users:
+                self._leave(user, send)
+            send.close()
+            receive.close()
+
+    def _follower(self, user: str) -> _Follower:
+        if user not in self._followers:
+            follower = _Follower(anyio.CancelScope())
+            self._followers[user] = follower
+            self._tg.start_soon(self._follow, user, follower)
+        return self._followers[user]
+
+    def _leave(self, user: str, send: MemoryObjectSendStream[str]) -> None:
+        follower = self._followers.get(user)
+        if follower is None:
+            return
+        follower.subscribers.discard(send)
+        if not follower.subscribers:
+            follower.scope.cancel()
+            del self._followers[user]
+
+    async def _follow(self, user: str, follower: _Follower) -> None:
+        with follower.scope:
+            while True:
+                try:
+                    offset = await self._end_of(user)
+                    pending = ""
+                    async for text in self._api.follow_user_log(user, offset):
+                        *complete, pending = (pending + text).split("\n")
+                        for line in complete:
+                            for send in list(follower.subscribers):
+                                try:
+                                    send.send_nowait(line)
+                                except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                                    pass
+                except RunspaceError as exc:
+                    logger.debug(f"following the log of {user}: {exc}")
+                await anyio.sleep(_RETRY)
+
+    async def _end_of(self, user: str) -> int:
+        """Where the log ends now: new lines are what the pages want (the API reads 1 MiB at a time)."""
+        offset = 0
+        while True:
+            _, next_offset = await self._api.user_log(user, offset)
+            if next_offset == offset:
+                return offset
+            offset = next_offset
+
+
+def job_id_of(line: str) -> str | None:
+    fields = line.split(" ", 2)
+    return fields[1] if len(fields) > 2 else None

@@ -1,0 +1,403 @@
+"""The web dashboard (`runspace ui`) in a real headless Chromium, against a real daemon.
+
+Playwright drives Debian's chromium (`scripts/setup test` installs it when root); nothing is
+downloaded. Screenshots of every page are written to tests/artifacts/dashboard/ (gitignored).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, DaemonProcess, wait_until
+from tests.test_security import LocalUser, LocalUsers, as_user, multiuser, shared_base, users, value  # noqa: F401
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = ROOT / "tests" / "artifacts" / "dashboard"
+
+try:
+    from playwright.sync_api import Browser, Page, expect, sync_playwright
+except ImportError:  # the test extra is not installed
+    sync_playwright = None
+
+needs_browser = pytest.mark.skipif(
+    sync_playwright is None or not os.access(CHROMIUM, os.X_OK),
+    reason="needs playwright (test extra) and Debian's chromium at /usr/bin/chromium (scripts/setup test, as root)",
+)
+
+
+@dataclass
+class Dashboard:
+    url: str  # with its token, as printed
+    pid: int
+    stop: Callable[[], int]
+
+    @property
+    def base(self) -> str:
+        return self.url.split("/?", 1)[0]
+
+
+def _first_line(stream: Any, timeout: float = 20.0) -> str:
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert lines and lines[0].strip(), "runspace ui printed no URL"
+    return lines[0].strip()
+
+
+@contextmanager
+def dashboard(daemon: DaemonProcess) -> Iterator[Dashboard]:
+    """`runspace ui --no-browser` as this test's user; Ctrl-C (SIGINT) at the end must stop it."""
+    err = open(daemon.base / "ui.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "supervisor", "ui", "--no-browser"], env=daemon.env,
+                            stdout=subprocess.PIPE, stderr=err, text=True, cwd=daemon.base)
+    err.close()
+
+    def stop() -> int:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+    try:
+        yield Dashboard(_first_line(proc.stdout), proc.pid, stop)
+    finally:
+        stop()
+
+
+@contextmanager
+def dashboard_as(user: LocalUser, daemon: DaemonProcess) -> Iterator[Dashboard]:
+    """The dashboard run by another user: forked from this process, which then drops to that uid
+    (this interpreter lives under /root, which other users cannot execute). Every module it needs
+    is imported first, while root can still read them."""
+    import encodings.idna  # noqa: F401 - imported lazily, by httpx and
+    import encodings.unicode_escape  # noqa: F401 - by Jinja's template compiler
+    import httpcore._backends.anyio  # noqa: F401 - the async client's transport, imported lazily
+    import uvicorn
+
+    from supervisor.ui import server
+
+    uvicorn.Config(app=lambda *_: None).load()  # uvicorn's lazily imported protocol and loop modules
+    errors = daemon.base / f"ui-{user.name}.log"
+    errors.touch()
+    os.chown(errors, user.uid, user.gid)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.close(read_end)
+            os.setgroups(os.getgrouplist(user.name, user.gid))
+            os.setgid(user.gid)
+            os.setuid(user.uid)
+            sys.stdout = open(write_end, "w", buffering=1)
+            os.dup2(os.open(errors, os.O_WRONLY | os.O_APPEND), 2)
+            server.serve(daemon.socket, 0, open_browser=False)
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    reader = os.fdopen(read_end)
+
+    def stop() -> int:
+        try:
+            os.kill(pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+        wait_until(lambda: os.waitpid(pid, os.WNOHANG)[0] == pid, timeout=15, what="the dashboard to stop")
+        reader.close()
+        return 0
+
+    try:
+        yield Dashboard(_first_line(reader), pid, stop)
+    finally:
+        stop()
+        print(f"{errors}:\n{errors.read_text()}")
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        # Chromium refuses to run as root with its sandbox on (the suite runs as root in CI).
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"] if os.geteuid() == 0 else [])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def open_page(browser: Browser, ui: Dashboard) -> Page:
+    page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+    page.on("dialog", lambda dialog: dialog.accept())  # the confirmations of cancel and restart
+    page.goto(ui.url)
+    return page
+
+
+def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+
+
+def mark_page(page: Page) -> None:
+    """A flag that a reload would wipe: what changes while it stands came live."""
+    page.evaluate("document.body.dataset.testMark = 'still here'")
+
+
+def not_reloaded(page: Page) -> bool:
+    return page.evaluate("document.body.dataset.testMark") == "still here"
+
+
+# -- the door: token, cookie, headers, CSRF, Ctrl-C ------------------------------------
+
+
+def test_token_cookie_headers_csrf_and_ctrl_c(daemon: DaemonProcess) -> None:
+    with dashboard(daemon) as ui:
+        assert ui.url.startswith("http://127.0.0.1:") and "/?token=" in ui.url
+        with httpx.Client(base_url=ui.base) as web:
+            for path in ("/", "/types", "/static/app.js", "/events/jobs", "/jobs/x"):
+                assert web.get(path).status_code == 401, path
+            assert web.get("/?token=wrong").status_code == 401
+            login = web.get(ui.url)
+            assert login.status_code == 303 and login.headers["location"] == "/"  # the token leaves the URL
+            cookie = login.headers["set-cookie"].lower()
+            assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+            page = web.get("/")
+            assert page.status_code == 200
+            csp = page.headers["content-security-policy"]
+            assert "script-src 'self'" in csp and "default-src 'none'" in csp and "unsafe-inline" not in csp
+            assert page.headers["x-frame-options"] == "DENY"
+            # A state-changing form without this run's CSRF token is refused, and nothing is queued.
+            refused = web.post("/types/echo", data={"value": "1"})
+            assert refused.status_code == 403 and "CSRF" in refused.text
+            forged = web.post("/types/echo", data={"value": "1", "csrf": "guess"})
+            assert forged.status_code == 403
+            assert daemon.client.list()["items"] == []
+            # DNS rebinding: a request naming another host is not served, cookie or not.
+            assert web.get("/", headers={"host": "evil.example"}).status_code == 400
+        assert ui.stop() == 0  # Ctrl-C stops it, cleanly
+
+
+def test_ui_says_so_when_the_daemon_is_not_there(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RUNSPACE_SOCKET": str(tmp_path / "none.sock")}
+    done = subprocess.run([sys.executable, "-m", "supervisor", "ui", "--no-browser"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3 and done.stdout == ""
+    assert "cannot reach the runspace daemon" in done.stderr and "Traceback" not in done.stderr
+
+
+# -- in the browser --------------------------------------------------------------------
+
+
+@needs_browser
+def test_submit_from_the_form_then_progress_and_log_arrive_live(daemon: DaemonProcess) -> None:
+    with dashboard(daemon) as ui, chromium() as browser:
+        jobs_page = open_page(browser, ui)
+        mark_page(jobs_page)
+        page = open_page(browser, ui)
+        page.goto(f"{ui.base}/types")
+        form = page.locator("form[data-type=dash_work]")
+        form.locator("[name=items]").fill("8")
+        form.locator("[name=delay]").fill("0.6")
+        shot(page, "types")
+        form.locator("button[type=submit]").click()
+        page.wait_for_url("**/jobs/*")
+        job_id = page.url.rsplit("/", 1)[1]
+        mark_page(page)
+        bar = page.locator("#status progress")
+        seen: set[str] = set()
+
+        def moving() -> bool:
+            if bar.count():
+                seen.add(bar.get_attribute("value") or "")
+            return len({v for v in seen if v not in ("", "100.0")}) >= 2
+
+        wait_until(moving, timeout=30, what="the progress bar to move")
+        expect(page.locator("#log")).to_contain_text("working on item 3", timeout=20_000)
+        expect(page.locator("#status")).to_contain_text("of 8 done")
+        shot(page, "job-running")
+        # The jobs page (opened before the job existed) got its row, and sees it through.
+        row = jobs_page.locator(f"#job-{job_id}")
+        expect(row).to_be_visible(timeout=10_000)
+        expect(row.locator("progress")).to_be_visible(timeout=10_000)
+        shot(jobs_page, "jobs")
+        expect(page.locator("#status .state")).to_have_text("succeeded", timeout=30_000)
+        expect(page.locator("#status .result")).to_contain_text('"items": 8')
+        expect(page.locator("#log")).to_contain_text("working on item 8")
+        expect(row.locator(".state")).to_have_text("succeeded", timeout=10_000)
+        assert not_reloaded(page) and not_reloaded(jobs_page), "the pages were reloaded"
+        assert daemon.client.status(job_id)["state"] == "succeeded"
+        shot(page, "job-done")
+
+
+@needs_browser
+def test_cancel_a_running_job_from_its_page(daemon: DaemonProcess) -> None:
+    job = daemon.submit("sleep", {"seconds": 60, "output_every": 0.2})
+    wait_until(lambda: daemon.client.status(job["id"])["state"] == "running", what="the job to start")
+    with dashboard(daemon) as ui, chromium() as browser:
+        page = open_page(browser, ui)
+        page.goto(f"{ui.base}/jobs/{job['id']}")
+        expect(page.locator("#log")).to_contain_text("tick", timeout=10_000)
+        page.locator("#cancel").click()  # confirmed by the dialog handler
+        expect(page.locator("#status .state")).to_have_text("cancelled", timeout=20_000)
+        assert daemon.client.status(job["id"])["state"] == "cancelled"
+        expect(page.locator("#cancel")).to_have_count(0)
+        shot(page, "job-cancelled")
+
+
+@needs_browser
+def test_validation_errors_are_shown_at_their_fields(daemon: DaemonProcess) -> None:
+    with dashboard(daemon) as ui, chromium() as browser:
+        page = open_page(browser, ui)
+        page.goto(f"{ui.base}/types")
+        form = page.locator("form[data-type=dash_work]")
+        form.locator("[name=items]").fill("0")
+        form.locator("[name=delay]").fill("soon")
+        form.locator("button[type=submit]").click()
+        form = page.locator("form[data-type=dash_work]")
+        expect(form.locator("[data-field=items] .field-error")).to_contain_text("greater than or equal to 1")
+        expect(form.locator("[data-field=delay] .field-error")).to_contain_text("valid number")
+        expect(form.locator("[name=items]")).to_have_value("0")  # what was typed stays, to be corrected
+        expect(page.locator("form[data-type=dash_shape] .field-error")).to_have_count(0)
+        shot(page, "types-invalid")
+        shape = page.locator("form[data-type=dash_shape]")
+        shape.locator("[name=name]").fill("Not Lower")
+        shape.locator("button[type=submit]").click()
+        expect(page.locator("form[data-type=dash_shape] [data-field=name] .field-error")).to_contain_text("pattern")
+        assert daemon.client.list()["items"] == []  # nothing refused was queued
+        # Every kind of field reaches the job as its type: a choice, a checkbox, JSON, an optional.
+        shape = page.locator("form[data-type=dash_shape]")
+        shape.locator("[name=name]").fill("hexagon")
+        shape.locator("[name=colour]").select_option("blue")
+        shape.locator("[name=sides]").fill("6")
+        shape.locator("[name=filled]").check()
+        shape.locator("[name=tags]").fill('["a", "b"]')
+        shape.locator("button[type=submit]").click()
+        page.wait_for_url("**/jobs/*")
+        result = daemon.wait(page.url.rsplit("/", 1)[1])["result"]
+        assert result == {"name": "hexagon", "colour": "blue", "sides": 6, "filled": True, "tags": ["a", "b"],
+                          "note": None}
+
+
+@needs_browser
+def test_untrusted_text_is_shown_as_text(daemon: DaemonProcess) -> None:
+    hostile = "<img src=x onerror=\"document.body.dataset.pwned='1'\"><script>document.body.dataset.pwned='1'</script>"
+    job = daemon.submit("echo", {"value": hostile})
+    daemon.wait(job["id"])
+    with dashboard(daemon) as ui, chromium() as browser:
+        page = open_page(browser, ui)
+        for path in ("/", f"/jobs/{job['id']}"):
+            page.goto(ui.base + path)
+            expect(page.locator("main")).to_contain_text("<img src=x onerror=")
+            assert page.locator("main img").count() == 0 and page.locator("main script").count() == 0
+            assert page.evaluate("document.body.dataset.pwned") is None
+
+
+@needs_browser
+def test_every_page_renders_live_where_it_should(daemon: DaemonProcess) -> None:
+    for n in range(3):
+        daemon.wait(daemon.submit("echo", {"value": n})["id"])
+    daemon.wait(daemon.submit("fail", {"message": "on purpose"})["id"])
+    _, batch = daemon.client.submit_batch("echo", [{"value": i} for i in range(4)], batch_id="nightly-1")
+    queued_behind = daemon.submit("sleep", {"seconds": 30})
+    with dashboard(daemon) as ui, chromium() as browser:
+        page = open_page(browser, ui)
+        # The user log follows live.
+        page.goto(f"{ui.base}/log")
+        mark_page(page)
+        note = daemon.submit("fail", {"message": "watched"})
+        expect(page.locator("#log")).to_contain_text(f"{note['id']} fail about to fail", timeout=15_000)
+        assert not_reloaded(page)
+        shot(page, "user-log")
+        # Batches: counts per state, and the items.
+        wait_until(lambda: daemon.client.batch("nightly-1")["done"], what="the batch to end")
+        page.goto(f"{ui.base}/batches")
+        expect(page.locator("main")).to_contain_text("nightly-1")
+        expect(page.locator("main")).to_contain_text("succeeded 4")
+        shot(page, "batches")
+        page.locator("a", has_text="nightly-1").first.click()
+        expect(page.locator("table.jobs tbody tr")).to_have_count(4)
+        shot(page, "batch")
+        # The queue: counts, and finished jobs in the chart (one bar segment per minute and state).
+        page.goto(f"{ui.base}/queue")
+        expect(page.locator("#running")).to_have_text("1")
+        assert page.locator("svg.chart rect.s-succeeded").count() >= 1
+        assert page.locator("svg.chart rect.s-failed").count() >= 1
+        shot(page, "queue")
+        # Filters by state and type.
+        page.goto(f"{ui.base}/?state=failed")
+        expect(page.locator("#jobs tbody tr")).to_have_count(2)
+        page.goto(f"{ui.base}/?job=echo&limit=50")
+        expect(page.locator("#jobs tbody tr")).to_have_count(7)
+        # A finished job: restart is offered only where the daemon has it.
+        page.goto(f"{ui.base}/jobs/{batch['job_ids'][0]}")
+        has_restart = "/v1/jobs/{job_id}/restart" in daemon.client.request("GET", "/openapi.json").json()["paths"]
+        expect(page.locator("#restart")).to_have_count(1 if has_restart else 0)
+        daemon.client.cancel(queued_behind["id"])
+
+
+@needs_browser
+def test_paging_through_many_jobs(daemon: DaemonProcess) -> None:
+    _, batch = daemon.client.submit_batch("echo", [{"value": i} for i in range(120)])
+    wait_until(lambda: daemon.client.batch(batch["batch_id"], limit=0)["done"], timeout=90, what="120 jobs")
+    with dashboard(daemon) as ui, chromium() as browser:
+        page = open_page(browser, ui)
+        expect(page.locator("#jobs tbody tr")).to_have_count(50)
+        page.locator("a.next").click()
+        expect(page.locator("#jobs tbody tr")).to_have_count(50)
+        page.locator("a.next").click()
+        expect(page.locator("#jobs tbody tr")).to_have_count(20)
+        expect(page.locator("a.next")).to_have_count(0)
+
+
+# -- isolation ---------------------------------------------------------------------------
+
+
+@needs_browser
+def test_a_second_users_dashboard_shows_only_their_jobs(users: LocalUsers, multiuser) -> None:
+    d = multiuser(RUNSPACE_ALLOWED_USERS=f"{users.alice.name},{users.bob.name}")
+    alices = value(as_user(users.alice, d, lambda c: c.submit("echo", {"value": "alice's secret"})[1]))
+    d.wait(alices["id"])
+    with dashboard_as(users.bob, d) as bobs_ui, dashboard(d) as admins_ui:
+        with chromium() as browser:
+            page = open_page(browser, bobs_ui)
+            expect(page.locator("header .who")).to_have_text(users.bob.name)
+            expect(page.locator("p.empty")).to_be_visible()
+            page.goto(f"{bobs_ui.base}/types")
+            page.locator("form[data-type=echo] [name=value]").fill("bob's own")
+            page.locator("form[data-type=echo] button[type=submit]").click()
+            page.wait_for_url("**/jobs/*")
+            bobs_id = page.url.rsplit("/", 1)[1]
+            assert d.client.status(bobs_id)["requestor"] == users.bob.name  # submitted as bob, by uid
+            page.goto(bobs_ui.base + "/")
+            expect(page.locator(f"#job-{bobs_id}")).to_be_visible()
+            expect(page.locator("#jobs tbody tr")).to_have_count(1)
+            assert alices["id"] not in page.content() and "alice's secret" not in page.content()
+            shot(page, "jobs-second-user")
+            response = page.goto(f"{bobs_ui.base}/jobs/{alices['id']}")
+            assert response is not None and response.status == 404
+            assert "alice's secret" not in page.content()
+            page.goto(f"{bobs_ui.base}/log?user={users.alice.name}")
+            assert "alice's secret" not in page.content() and alices["id"] not in page.content()
+            # The admin's (root's) dashboard shows everyone's jobs, with who asked for them.
+            admin = open_page(browser, admins_ui)
+            expect(admin.locator(f"#job-{alices['id']}")).to_be_visible()
+            expect(admin.locator(f"#job-{bobs_id}")).to_be_visible()
+            expect(admin.locator("#jobs thead")).to_contain_text("Requestor")
+            shot(admin, "jobs-admin")

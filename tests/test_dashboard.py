@@ -349,6 +349,12 @@ def test_every_page_renders_live_where_it_should(daemon: DaemonProcess) -> None:
         page.goto(f"{ui.base}/jobs/{batch['job_ids'][0]}")
         has_restart = "/v1/jobs/{job_id}/restart" in daemon.client.request("GET", "/openapi.json").json()["paths"]
         expect(page.locator("#restart")).to_have_count(1 if has_restart else 0)
+        if has_restart:  # confirmed by the dialog handler; the new job's page follows
+            page.locator("#restart").click()
+            page.wait_for_url(lambda url: batch["job_ids"][0] not in url)
+            again = daemon.client.status(page.url.rsplit("/", 1)[1])
+            assert again["job"] == "echo" and again.get("restarted_from") == batch["job_ids"][0]
+            expect(page.locator("#status")).to_contain_text("Restarted from")
         daemon.client.cancel(queued_behind["id"])
 
 

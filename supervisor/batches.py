@@ -163,16 +163,18 @@ class Batches:
             created_at=time.time(),
         )
 
-    def create(self, batch: BatchRecord, records: list[JobRecord]) -> None:
-        """The batch row first, then the items in one transaction (the commit point of the batch)."""
-        self.scheduler.check_room(len(records))
+    async def create(self, batch: BatchRecord, records: list[JobRecord], capped: bool) -> None:
+        """The batch row first, then the items in one transaction (the commit point of the batch).
+        `capped`: a non-admin's batch counts against max_queued_per_user."""
+        self.scheduler.check_room(records, capped)
         if not self.store.insert_batch(batch):
             raise Conflict(f"batch id {batch.id!r} is already used by a different batch")
         try:
-            self.scheduler.submit(records)
+            self.scheduler.accept(records, capped)
         except BaseException:
             self.store.delete_batch(batch.id)
             raise
+        await self.scheduler.queue_stored(records)
 
     # -- callbacks ----------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from supervisor.api.connections import ConnectionTable
 from supervisor.api.peer import PeerCredProtocol
 from supervisor.api.tokens import TokenTable
 from supervisor.daemon_lock import hold_state_dir, refuse_a_live_socket
+from supervisor.descriptors import close_inherited_fds, raise_fd_limit
 from supervisor.errors import RunspaceError, StoreUnavailable
 from supervisor.ids import is_job_id
 from supervisor.listener import bind_tcp, bind_unix
@@ -261,10 +262,15 @@ def check_config_trusted(settings: Settings) -> None:
 
 
 def run_daemon(settings: Settings, debug: bool = False) -> None:
+    inherited = close_inherited_fds()  # first: before anything of ours is open
+    nofile = raise_fd_limit()
     setup_logging(debug)
     # A fatal signal in C code (SIGBUS when SQLite's -shm mapping cannot grow, e.g. under
     # `chattr +i`) then leaves a line and a traceback in the log instead of nothing.
     faulthandler.enable()
+    if inherited:
+        logger.info("closed descriptors left open by the parent: {}", ", ".join(map(str, inherited)))
+    logger.debug("descriptor limit: {}", nofile)
     daemon = Daemon(settings)
     try:
         anyio.run(daemon.serve)

@@ -19,11 +19,12 @@ from anyio.abc import TaskGroup
 from loguru import logger
 from pydantic import ValidationError
 
+from supervisor.auth import admin_names
 from supervisor.errors import NotAllowed, NotFound, QueueFull, StoreUnavailable
 from supervisor.ids import is_job_id
 from supervisor.metrics import DurationHistogram
 from supervisor.models import JobRecord, JobState, KillReason
-from supervisor.queue import JobQueue
+from supervisor.queue import JobQueue, Turns
 from supervisor.queue_control import QueueControl
 from supervisor.registry import JobOptions, Registry
 from supervisor.runner.adopt import Leader, ever_ran, find_leaders
@@ -45,6 +46,7 @@ if TYPE_CHECKING:  # psycopg is optional; only a shared store imports it
     from supervisor.shared_queue import SharedQueue
 
 _TRASH_INTERVAL = 0.25
+_SUBMIT_CHUNK = 256  # jobs of a batch queued between two turns of the event loop
 _FINAL_FIELDS = ("state", "result", "error_type", "error_message", "exit_code", "signal",
                  "reason", "killed_at", "finished_at", "pid")
 
@@ -68,6 +70,7 @@ class Scheduler:
         self._registry = registry
         # A shared store brings its own queue: the rows themselves, claimed in SQL (supervisor/shared_queue.py).
         self.queue = queue if queue is not None else JobQueue()
+        self._admins = admin_names(services.settings)
         self.running: dict[str, RunningJob] = {}
         self._done: dict[str, anyio.Event] = {}
         self._changed: dict[str, anyio.Event] = {}
@@ -83,22 +86,55 @@ class Scheduler:
 
     # -- submissions ---------------------------------------------------------------
 
-    def check_room(self, count: int) -> None:
-        if len(self.queue) + count > self.s.settings.max_queue:
-            raise QueueFull(
-                f"the queue holds {len(self.queue)} jobs and max_queue is {self.s.settings.max_queue}; retry later"
-            )
+    def check_room(self, records: list[JobRecord], capped: bool = False) -> None:
+        """429 when the queue, or (`capped`: a non-admin's submission) the requestor's share of it, is full."""
+        s = self.s.settings
+        if len(self.queue) + len(records) > s.max_queue:
+            raise QueueFull(f"the queue holds {len(self.queue)} jobs and max_queue is {s.max_queue}; retry later")
+        if not capped:
+            return
+        for requestor, count in Counter(r.requestor for r in records).items():
+            queued = self.queue.queued_by(requestor)
+            if queued + count > s.max_queued_per_user:
+                raise QueueFull(f"{requestor} has {queued} jobs queued and max_queued_per_user is "
+                                f"{s.max_queued_per_user} (this submission adds {count}); retry when some have "
+                                "started, or ask an admin to raise RUNSPACE_MAX_QUEUED_PER_USER")
 
-    def submit(self, records: list[JobRecord]) -> None:
+    def submit(self, records: list[JobRecord], capped: bool = False) -> None:
         """Persist, then queue, then start what may start now."""
-        self.check_room(len(records))
+        self.accept(records, capped)
+        self._queue(records)
+
+    def accept(self, records: list[JobRecord], capped: bool = False) -> None:
+        """Check room and identities, then persist: the commit point of a submission."""
+        self.check_room(records, capped)
         for job, requestor in {(r.job, r.requestor) for r in records}:  # 403 now, not a failed job later
             job_identity(self._registry().get(job).options, requestor, self.s.settings)
         self.s.store.insert(records)
+
+    async def queue_stored(self, records: list[JobRecord]) -> None:
+        """Queue accepted jobs of a batch of any size: their user-log lines are written in a worker
+        thread (a new user's file costs a file creation) and the event loop serves between chunks."""
+        for start in range(0, len(records), _SUBMIT_CHUNK):
+            chunk = records[start:start + _SUBMIT_CHUNK]
+            await anyio.to_thread.run_sync(self._log_queued, chunk)
+            self._queue(chunk, logged=True)
+
+    def _queue(self, records: list[JobRecord], logged: bool = False) -> None:
         for rec in records:
-            self.s.user_log.event(rec, "queued")
+            if not logged:
+                self.s.user_log.event(rec, "queued")
             self.queue.push(rec)
         self.dispatch()
+
+    def _log_queued(self, records: list[JobRecord]) -> None:
+        for rec in records:
+            self.s.user_log.event(rec, "queued")
+
+    def rank(self, rec: JobRecord) -> int:
+        """A job's priority against other users' jobs (supervisor/queue.py): an admin's as given;
+        a non-admin's is the type's default, whatever they asked for."""
+        return rec.priority if rec.requestor in self._admins else self.options_of(rec.job).priority
 
     # -- recovery after a restart -------------------------------------------------
 
@@ -280,8 +316,9 @@ class Scheduler:
         if self.control.paused:
             return
         while len(self.running) < self.max_running():
+            turns = Turns(self.rank, Counter(run.rec.requestor for run in self.running.values()))
             try:
-                rec = self.queue.pick(self._eligibility())
+                rec = self.queue.pick(self._eligibility(), turns)
             except StoreUnavailable:
                 return
             if rec is None:

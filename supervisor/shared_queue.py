@@ -9,6 +9,7 @@ of all hosts, under advisory locks so two hosts cannot both take the last slot.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,7 @@ import psycopg
 from loguru import logger
 
 from supervisor.models import JobRecord
+from supervisor.queue import AGING_SECONDS, SAME_RANK, Turns, own_order, turn_order
 from supervisor.registry import Registry
 from supervisor.store.postgres import PostgresStore, record_from_row
 
@@ -24,7 +26,6 @@ CANCEL_CHANNEL = "runspace_cancel"  # payload "<host id> <job id>": the owning h
 FALLBACK_POLL = 2.0  # seconds; NOTIFY does the real waking, this covers a missed notification
 _CANDIDATES = 32  # rows locked per claim; other hosts skip them and take the next ones
 _TYPE_LOCKS, _KEY_LOCKS = 0x52530001, 0x52530002  # advisory lock namespaces
-_AGING_SECONDS = 60.0  # as supervisor/queue.py: one priority level per minute waited
 
 
 class SharedQueue:
@@ -33,6 +34,8 @@ class SharedQueue:
         self._host = host_id
         self._registry = registry
         self._contended = False  # a candidate was skipped because another host held its lock
+        self._turns = itertools.count()
+        self._last_turn: dict[str, int] = {}  # requestor -> when this host last started one of theirs
 
     def __len__(self) -> int:
         row = self._store.connection().execute("SELECT count(*) AS n FROM jobs WHERE state = 'queued'").fetchone()
@@ -42,6 +45,11 @@ class SharedQueue:
         row = self._store.connection().execute(
             "SELECT 1 FROM jobs WHERE id = %s AND state = 'queued'", (job_id,)).fetchone()
         return row is not None
+
+    def queued_by(self, requestor: str) -> int:
+        row = self._store.connection().execute(
+            "SELECT count(*) AS n FROM jobs WHERE state = 'queued' AND requestor = %s", (requestor,)).fetchone()
+        return int(row["n"]) if row else 0
 
     def push(self, rec: JobRecord) -> None:
         """Nothing to do: the row is already queued and its insert or update notified every host."""
@@ -77,24 +85,40 @@ class SharedQueue:
         soonest = row["t"] if row and row["t"] is not None else None
         return min(soonest, now + FALLBACK_POLL) if soonest else now + FALLBACK_POLL
 
-    def pick(self, eligible: Callable[[JobRecord], bool]) -> JobRecord | None:
-        """Claim one job for this host, or None. `eligible` applies this host's own limits first."""
+    def pick(self, eligible: Callable[[JobRecord], bool], turns: Turns = SAME_RANK) -> JobRecord | None:
+        """Claim one job for this host, or None. `eligible` applies this host's own limits first.
+        The candidates are the first few jobs of each requestor; their order is queue.turn_order's."""
         now = time.time()
         try:
             with self._store.transaction() as db:
                 rows = db.execute(
-                    "SELECT * FROM jobs WHERE state = 'queued' AND not_before <= %s "
-                    "ORDER BY priority + (%s - requested_at) / %s DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED",
-                    (now, now, _AGING_SECONDS, _CANDIDATES),
+                    # state again outside: a row another host claimed since the inner snapshot is
+                    # re-checked once locked, and skipped.
+                    "SELECT * FROM jobs WHERE state = 'queued' AND id IN (SELECT id FROM (SELECT id, row_number() OVER "
+                    "(PARTITION BY requestor ORDER BY priority + (%s - requested_at) / %s DESC, seq) AS turn "
+                    "FROM jobs WHERE state = 'queued' AND not_before <= %s) AS t ORDER BY turn LIMIT %s) "
+                    "FOR UPDATE SKIP LOCKED",
+                    (now, AGING_SECONDS, now, _CANDIDATES),
                 ).fetchall()
-                for row in rows:
-                    rec = record_from_row(row)
+                running = {r["requestor"]: r["n"] for r in db.execute(
+                    "SELECT requestor, count(*) AS n FROM jobs WHERE state = 'running' GROUP BY requestor")}
+                for rec in self._in_turn_order([record_from_row(row) for row in rows], turns, running, now):
                     if eligible(rec) and self._claimable(db, rec):
                         self._claim(db, rec, now)
+                        self._last_turn[rec.requestor] = next(self._turns)
                         return rec
         except psycopg.OperationalError as exc:
             logger.error("cannot claim from the shared queue: {}", exc)
         return None
+
+    def _in_turn_order(self, candidates: list[JobRecord], turns: Turns, running: dict[str, int],
+                       now: float) -> list[JobRecord]:
+        by_user: dict[str, list[JobRecord]] = {}
+        for rec in sorted(candidates, key=lambda r: own_order(r, now)):
+            by_user.setdefault(rec.requestor, []).append(rec)
+        heads = [(user, jobs, jobs[0]) for user, jobs in by_user.items()]
+        ordered = turn_order(heads, Turns(turns.rank, running), self._last_turn)  # running on every host
+        return [rec for jobs in ordered for rec in jobs]
 
     def _claimable(self, db: psycopg.Connection[Any], rec: JobRecord) -> bool:
         jt = self._registry().types.get(rec.job)

@@ -4,8 +4,15 @@ descriptors do not grow with the number of users, output and results are bounded
 
 from __future__ import annotations
 
+import contextlib
+import os
+import resource
 import socket
+import subprocess
+import sys
+import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -132,8 +139,6 @@ def test_idle_connections_close_and_many_of_them_do_not_block_others(users: Loca
         return {"closed": closed, "after": time.monotonic() - started}
 
     # While bob's thousand connections are open, alice is served.
-    import threading
-
     result: dict[str, Any] = {}
     flood = threading.Thread(target=lambda: result.update(as_user(users.bob, d, idle_flood)))
     flood.start()
@@ -147,3 +152,110 @@ def test_idle_connections_close_and_many_of_them_do_not_block_others(users: Loca
     out = value(result)
     assert out["closed"], "an idle connection that never sent a request stays open"
     assert out["after"] < 10
+
+
+# -- descriptors -----------------------------------------------------------------------
+
+
+def daemon_fds(d: DaemonProcess) -> int:
+    assert d.proc is not None
+    return len(os.listdir(f"/proc/{d.proc.pid}/fd"))
+
+
+def test_descriptors_do_not_grow_with_log_users_and_the_loop_keeps_serving(make_daemon) -> None:
+    d = make_daemon(RUNSPACE_MAX_CONCURRENCY="1")
+    blocker = d.submit("sleep", {"seconds": 60})
+    before = daemon_fds(d)
+    items = [{"user": f"u{n:05d}", "text": "x"} for n in range(3000)]
+    result: dict[str, Any] = {}
+    batch = threading.Thread(target=lambda: result.update(zip(("status", "body"), d.client.submit_batch(
+        "user_note", items))))
+    batch.start()
+    slowest = 0.0
+    while batch.is_alive():  # the loop answers others while the batch is queued
+        started = time.monotonic()
+        d.client.status(blocker["id"])
+        slowest = max(slowest, time.monotonic() - started)
+        time.sleep(0.02)
+    batch.join()
+    assert result["status"] == 202, result
+    wait_until(lambda: (d.log_dir / "users" / "u02999.log").exists(), timeout=60, what="the last queued line")
+    assert daemon_fds(d) < before + 100, f"{before} descriptors before, {daemon_fds(d)} after"
+    assert slowest < 2.0, f"a status request waited {slowest:.2f} s while the batch was queued"
+    d.client.cancel(blocker["id"])
+
+
+def test_the_daemon_raises_its_fd_limit_and_closes_inherited_descriptors(tmp_path: Path) -> None:
+    d = DaemonProcess(tmp_path, uuid.uuid4().hex, {})
+    read_end, write_end = os.pipe()
+    os.dup2(read_end, 251)
+    pipe_inode = os.fstat(251).st_ino
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    log = open(tmp_path / "daemon.log", "ab")
+    d.proc = subprocess.Popen([sys.executable, "-m", "supervisor", "daemon"], env=d.env, stdout=log, stderr=log,
+                              cwd=tmp_path, pass_fds=(251,), preexec_fn=low_limit)
+    log.close()
+    try:
+        os.close(251)
+        os.close(read_end)
+        os.close(write_end)
+        wait_until(lambda: d.client.request("GET", "/healthz").status_code == 200 if d.socket.exists() else False,
+                   timeout=30, what="the daemon")
+        limits = Path(f"/proc/{d.proc.pid}/limits").read_text()
+        soft = next(line.split()[3] for line in limits.splitlines() if line.startswith("Max open files"))
+        assert int(soft) == hard
+        for fd in os.listdir(f"/proc/{d.proc.pid}/fd"):
+            with contextlib.suppress(OSError):
+                assert os.readlink(f"/proc/{d.proc.pid}/fd/{fd}") != f"pipe:[{pipe_inode}]"
+        fds = d.wait(d.submit("open_fds", {})["id"])["result"]["fds"]
+        assert 251 not in fds and fds[:3] == [0, 1, 2], fds
+    finally:
+        d.stop()
+
+
+# -- queued jobs per user, fair turns ---------------------------------------------------
+
+
+@needs_root
+def test_queued_jobs_per_user_are_capped_and_admins_are_exempt(users: LocalUsers, multiuser) -> None:
+    d = multiuser(RUNSPACE_ALLOWED_USERS=f"{users.alice.name},{users.bob.name}", RUNSPACE_MAX_CONCURRENCY="1",
+                  RUNSPACE_MAX_QUEUED_PER_USER="3")
+    blocker = d.submit("sleep", {"seconds": 60})
+
+    def flood(c: Client) -> list[Any]:
+        answers = [raw(c, "POST", "/v1/jobs", json={"job": "echo", "params": {}})[0] for _ in range(4)]
+        answers.append(raw(c, "POST", "/v1/batches", json={"job": "echo", "items": [{}, {}]}))
+        return answers
+
+    *singles, batch = value(as_user(users.bob, d, flood))
+    assert singles == [202, 202, 202, 429]
+    assert batch[0] == 429 and "max_queued_per_user is 3" in batch[1]["detail"], batch
+    assert value(as_user(users.alice, d, lambda c: raw(c, "POST", "/v1/jobs", json={"job": "echo"})[0])) == 202
+    for _ in range(5):  # root is an admin: not capped
+        d.submit("echo", {})
+    d.client.cancel(blocker["id"])
+
+
+@needs_root
+def test_users_take_turns_and_a_non_admins_priority_orders_only_their_own_jobs(users: LocalUsers,
+                                                                                multiuser) -> None:
+    d = multiuser(RUNSPACE_ALLOWED_USERS=f"{users.alice.name},{users.bob.name}", RUNSPACE_MAX_CONCURRENCY="1")
+    blocker = d.submit("sleep", {"seconds": 60})
+    alice = value(as_user(users.alice, d, lambda c: [c.submit("echo", {"value": n})[1]["id"] for n in range(6)]))
+
+    def bob_submits(c: Client) -> list[str]:
+        low = c.submit("echo", {"value": "low"})[1]["id"]
+        high = [c.submit("echo", {"value": "high"}, priority=2**63 - 1)[1]["id"] for _ in range(2)]
+        return [low, *high]
+
+    low, *high = value(as_user(users.bob, d, bob_submits))
+    d.client.cancel(blocker["id"])
+    ended = [d.wait(job_id) for job_id in [*alice, low, *high]]
+    order = [s["id"] for s in sorted(ended, key=lambda s: s["started_at"])]
+    who = ["b" if job_id in (low, *high) else "a" for job_id in order]
+    assert who[:6] == ["a", "b", "a", "b", "a", "b"], who  # turns, not bob's priority first
+    assert order.index(low) > max(order.index(h) for h in high)  # bob's priority orders bob's jobs

@@ -65,7 +65,7 @@ async def submit_batch(
     existing = batches.existing(req, caller.name)  # the same batch may have arrived while we validated
     if existing is not None:
         return _resubmitted(batches, existing)
-    batches.create(batch, records)
+    await batches.create(batch, records, capped=not caller.admin)
     return _created(batch, [r.id for r in records], 202)
 
 

@@ -78,7 +78,7 @@ async def submit_job(
     rec = _idempotent_match(daemon, caller, req, req.idempotency_key) if req.idempotency_key else None
     if rec is None:
         rec = build_record(daemon.registry, req, caller.name)
-        daemon.scheduler.submit([rec])
+        daemon.scheduler.submit([rec], capped=not caller.admin)
     seconds = wait_seconds(req.wait, wait, prefer, daemon.settings.max_wait)
     if seconds > 0 and not rec.state.done:
         await daemon.scheduler.wait_done(rec.id, seconds)
@@ -167,7 +167,7 @@ async def restart_job(job_id: str, daemon: DaemonDep, caller: CallerDep) -> JSON
     rec = build_record(daemon.registry, SubmitRequest(job=old.job, params=old.params, priority=old.priority),
                        caller.name)
     rec.restarted_from = old.id
-    daemon.scheduler.submit([rec])
+    daemon.scheduler.submit([rec], capped=not caller.admin)
     return status_response(rec, 202)
 
 

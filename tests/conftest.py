@@ -180,3 +180,29 @@ def daemon(make_daemon: Callable[..., DaemonProcess]) -> DaemonProcess:
 @pytest.fixture
 def client(daemon: DaemonProcess) -> Client:
     return daemon.client
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """A private PostgreSQL server for the whole session (tests/pg.py); skips without one."""
+    pytest.importorskip("psycopg", reason="the [postgres] extra (psycopg) is not installed")
+    from pg import find_pg_bin, private_postgres
+
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL binaries (initdb, pg_ctl): install them with scripts/setup as root, "
+                    "or apt-get install postgresql")
+    with private_postgres(bin_dir) as server:
+        yield server.url
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> str:
+    """A fresh database on the session's server for each test."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return pg_server.replace("postgresql:///postgres", f"postgresql:///{name}")
+

@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 
 from supervisor.api.openapi import BatchCreated, BatchStatus
-from supervisor.store.sqlite import SCHEMA_VERSION, SqliteStore
 from tests.conftest import DaemonProcess, marked_processes, wait_until
 
 
@@ -215,16 +214,3 @@ def test_cli_batch_follows_to_the_end(daemon: DaemonProcess) -> None:
     bad.write_text('{"n": 1}\n[1]\n')
     out = daemon.cli("batch", "square", "--items", str(bad))
     assert out.returncode == 2 and "line 2" in out.stderr
-
-
-def test_schema_migrates_from_version_1(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    db = sqlite3.connect(path)
-    db.execute("CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
-    db.execute("PRAGMA user_version=1")
-    db.commit()
-    db.close()
-    store = SqliteStore(path)
-    assert store.get_batch("x") is None
-    assert store._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    store.close()

@@ -6,9 +6,7 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,34 +15,13 @@ import pytest
 from supervisor.errors import NotFound
 
 from conftest import ROOT, wait_until
-from pg import find_pg_bin, private_postgres
 
 psycopg = pytest.importorskip("psycopg", reason="the [postgres] extra (psycopg) is not installed")
 
-from supervisor.store.migrations import latest_version  # noqa: E402
+from supervisor.store.migrations import SchemaTooNew, latest_version  # noqa: E402
 from supervisor.store.postgres import PostgresStore  # noqa: E402
-from supervisor.store.sqlite import SchemaTooNew  # noqa: E402
 
 LEASE_TTL = 3.0
-
-
-@pytest.fixture(scope="module")
-def pg_server() -> Iterator[str]:
-    bin_dir = find_pg_bin()
-    if bin_dir is None:
-        pytest.skip("no PostgreSQL binaries (initdb, pg_ctl): install them with scripts/setup as root, "
-                    "or apt-get install postgresql")
-    with private_postgres(bin_dir) as server:
-        yield server.url
-
-
-@pytest.fixture
-def pg_url(pg_server: str) -> str:
-    """A fresh database on the module's server for each test."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return pg_server.replace("postgresql:///postgres", f"postgresql:///{name}")
 
 
 def _sql(url: str, query: str, *args: object) -> list[tuple]:

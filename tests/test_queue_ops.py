@@ -171,7 +171,8 @@ def test_a_version_3_sqlite_database_gains_the_new_columns_and_keeps_its_jobs(tm
     import sqlite3
 
     from supervisor.models import JobRecord
-    from supervisor.store.sqlite import SCHEMA_VERSION, SqliteStore
+    from supervisor.store.migrations import latest_version
+    from supervisor.store.sqlite import SqliteStore
 
     path = tmp_path / "v3.db"
     store = SqliteStore(path)
@@ -188,7 +189,7 @@ def test_a_version_3_sqlite_database_gains_the_new_columns_and_keeps_its_jobs(tm
     rec = store.get("0" * 20)
     assert rec is not None and rec.after_ids == [] and rec.restarted_from is None
     assert store.queue_control() == {}
-    assert store._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert store._db.execute("PRAGMA user_version").fetchone()[0] == latest_version("sqlite")
     store.close()
 
 

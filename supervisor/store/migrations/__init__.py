@@ -1,13 +1,22 @@
 """Versioned schema migrations, one SQL file per version: `<backend>/NNNN_name.sql`.
 
-A database records the last version applied; start-up applies the newer files in order
+A database records the last version applied (SQLite: `PRAGMA user_version`; PostgreSQL: the
+`schema_version` table); start-up applies the newer files in order, each in one transaction,
 and refuses to touch a database whose version is newer than the files shipped here.
+
+To add a column or a table: add the next-numbered file to BOTH `sqlite/` and `postgres/`
+(and the field to JobRecord, if it is one); tests/test_store.py fails until both exist, and
+its upgrade test opens a database made by every older version.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import resources
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was migrated by a newer runspace than this one."""
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,13 @@ from supervisor.ids import new_job_id
 from supervisor.models import CallbackPayload, JobError, JobRecord, JobState, rfc3339
 from supervisor.registry import Registry
 from supervisor.store.base import BatchRecord, Store
+from supervisor.store.sql import CALLBACK_PREFIX
 from supervisor.submit import NAME_PATTERN, Priority, SubmitRequest, build_record
 
 if TYPE_CHECKING:
     from supervisor.scheduler import Scheduler
 
-# '/' is outside NAME_PATTERN, so no key a client sends can collide with a callback's key.
-CALLBACK_KEY_PREFIX = "callback/"
+CALLBACK_KEY_PREFIX = CALLBACK_PREFIX  # the store's queries find a callback by it
 MAX_ITEMS = 100_000
 _MAX_REPORTED_ERRORS = 1000
 

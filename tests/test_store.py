@@ -12,10 +12,10 @@ from supervisor.models import JobRecord, JobState
 from supervisor.store import open_store
 from supervisor.store.base import BatchRecord, JobFilter, Store
 from supervisor.store.migrations import SchemaTooNew, latest_version, migrations
-from supervisor.store.sql import JOB_FIELDS
+from supervisor.store.sql import CALLBACK_PREFIX, JOB_FIELDS
 from supervisor.store.sqlite import SqliteStore
 
-CALLBACK = "cb:"  # a callback job's idempotency key is this prefix + its item's id
+CALLBACK = CALLBACK_PREFIX  # a callback job's idempotency key is this prefix + its item's id
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -106,6 +106,31 @@ def test_batches_and_their_callback_queries(store: Store) -> None:
     assert store.get_batch("b1") is None
 
 
+def test_removal_and_queue_control(store: Store) -> None:
+    item, other = _job(1, batch_id="b1", state=JobState.SUCCEEDED, finished_at=10.0), _job(2, finished_at=20.0)
+    other.state = JobState.FAILED
+    callback = _job(3, job="notify", idempotency_key=CALLBACK + item.id, state=JobState.SUCCEEDED, finished_at=5.0)
+    store.insert([item, other, callback, _job(4, requestor="bob", state=JobState.FAILED, finished_at=1.0),
+                  _job(5, after_ids=[item.id], restarted_from=other.id)])
+    got = store.get(_job(5).id)
+    assert got is not None and got.after_ids == [item.id] and got.restarted_from == other.id
+    ended = [JobState.SUCCEEDED, JobState.FAILED]
+    # oldest first; the callback stays while its item does
+    assert store.finished_ids(100.0, ended, None, 10) == [_job(4).id, item.id, other.id]
+    assert store.finished_ids(100.0, ended, "alice", 1) == [item.id]
+    assert store.finished_ids(15.0, [JobState.FAILED], None, 10) == [_job(4).id]
+    assert store.callback_item(callback) == item.id and store.callback_item(item) is None
+    store.delete_jobs([item.id, _job(4).id])
+    assert store.get(item.id) is None and store.get(other.id) is not None
+    assert store.callback_item(callback) is None, "its item is gone"
+    assert store.finished_ids(100.0, ended, None, 10) == [callback.id, other.id]
+    store.delete_jobs([f"{n:032x}" for n in range(100, 1700)])  # more ids than one statement takes
+
+    assert store.queue_control() == {}
+    store.set_queue_control({"paused": True, "parallel": {"echo": 2}})
+    assert store.queue_control() == {"paused": True, "parallel": {"echo": 2}}
+
+
 def _columns(store: Store) -> set[str]:
     if isinstance(store, SqliteStore):
         return {row["name"] for row in store._execute("PRAGMA table_info(jobs)")}
@@ -125,7 +150,10 @@ def test_both_backends_have_the_same_migrations() -> None:
 
 # The jobs table as runspace 0.1 created it at version 1 (its schema was generated from the
 # JobRecord of the day); a later 0.1 also made `cgroup` at version 1.
-_V1_COLUMNS = [n for n in JOB_FIELDS if n != "cgroup"]
+_V1_COLUMNS = ("id job params requestor log_user state priority concurrency_key batch_id idempotency_key request_hash "
+               "attempt max_attempts result error_type error_message exit_code signal reason killed_at progress "
+               "total message pid pid_started processed_by requested_at started_at finished_at updated_at "
+               "not_before").split()
 
 
 @pytest.mark.parametrize("with_cgroup", [False, True], ids=["v1", "v1-with-cgroup"])
@@ -151,6 +179,7 @@ def test_an_existing_version_1_sqlite_database_upgrades(tmp_path: Path, with_cgr
     assert {*JOB_FIELDS, "seq"} <= _columns(store)
     rec = store.get(_job(1).id)
     assert rec is not None and rec.params == {"n": 1} and rec.state is JobState.SUCCEEDED and rec.cgroup is None
+    assert rec.after_ids == [] and rec.restarted_from is None
     rec.cgroup = "/sys/fs/cgroup/x"
     store.update(rec, "cgroup")
     assert store.bump_counter("daemon_starts") == 5

@@ -24,7 +24,9 @@ JOB_FIELDS = [f.name for f in dataclasses.fields(JobRecord) if f.name != "seq"]
 JSON_FIELDS = frozenset({"params", "result", "after_ids"})
 BATCH_FIELDS = [f.name for f in dataclasses.fields(BatchRecord)]
 DONE_STATES = [str(s) for s in JobState if s.done]
-CALLBACK_PREFIX = "callback/"  # supervisor.batches.CALLBACK_KEY_PREFIX (the daemon's module; not imported here)
+# A batch callback's idempotency key: this + its item's id. '/' is outside the names a client
+# may send (supervisor/submit.py NAME_PATTERN), so no client key collides with it.
+CALLBACK_PREFIX = "callback/"
 
 
 def marks(count: int) -> str:

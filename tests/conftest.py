@@ -199,10 +199,7 @@ def pg_server() -> Iterator[str]:
 @pytest.fixture
 def pg_url(pg_server: str) -> str:
     """A fresh database on the session's server for each test."""
-    import psycopg
+    from pg import fresh_database
 
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return pg_server.replace("postgresql:///postgres", f"postgresql:///{name}")
+    return fresh_database(pg_server)
 

@@ -155,6 +155,11 @@ def shot(page: Page, name: str) -> None:
     print(f"screenshot: {path}")
 
 
+def d_has(daemon: DaemonProcess, path: str) -> bool:
+    """Whether the daemon serves this route (restart and queue control came after the dashboard)."""
+    return path in daemon.client.request("GET", "/openapi.json").json()["paths"]
+
+
 def mark_page(page: Page) -> None:
     """A flag that a reload would wipe: what changes while it stands came live."""
     page.evaluate("document.body.dataset.testMark = 'still here'")
@@ -337,6 +342,13 @@ def test_every_page_renders_live_where_it_should(daemon: DaemonProcess) -> None:
         # The queue: counts, and finished jobs in the chart (one bar segment per minute and state).
         page.goto(f"{ui.base}/queue")
         expect(page.locator("#running")).to_have_text("1")
+        if d_has(daemon, "/v1/queue"):
+            expect(page.locator("#paused")).to_have_text("no")
+            daemon.client.request("PUT", "/v1/queue", json={"paused": True, "parallel": 3})
+            page.reload()
+            expect(page.locator("#paused")).to_contain_text("yes")
+            expect(page.locator("#concurrency")).to_contain_text("3 at once")
+            daemon.client.request("PUT", "/v1/queue", json={"paused": False})
         assert page.locator("svg.chart rect.s-succeeded").count() >= 1
         assert page.locator("svg.chart rect.s-failed").count() >= 1
         shot(page, "queue")
@@ -347,7 +359,7 @@ def test_every_page_renders_live_where_it_should(daemon: DaemonProcess) -> None:
         expect(page.locator("#jobs tbody tr")).to_have_count(7)
         # A finished job: restart is offered only where the daemon has it.
         page.goto(f"{ui.base}/jobs/{batch['job_ids'][0]}")
-        has_restart = "/v1/jobs/{job_id}/restart" in daemon.client.request("GET", "/openapi.json").json()["paths"]
+        has_restart = d_has(daemon, "/v1/jobs/{job_id}/restart")
         expect(page.locator("#restart")).to_have_count(1 if has_restart else 0)
         if has_restart:  # confirmed by the dialog handler; the new job's page follows
             page.locator("#restart").click()
@@ -407,3 +419,14 @@ def test_a_second_users_dashboard_shows_only_their_jobs(users: LocalUsers, multi
             expect(admin.locator(f"#job-{bobs_id}")).to_be_visible()
             expect(admin.locator("#jobs thead")).to_contain_text("Requestor")
             shot(admin, "jobs-admin")
+
+
+def test_every_template_compiles() -> None:
+    """A template's syntax error shows only when its page is opened: find it here instead."""
+    from supervisor.ui.state import make_templates
+
+    env = make_templates().env
+    names = env.list_templates()
+    assert "jobs.html" in names and "_status.html" in names
+    for name in names:
+        env.get_template(name)

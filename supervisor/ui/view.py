@@ -30,6 +30,11 @@ def duration(job: dict[str, Any]) -> str:
     return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
 
 
+def percent(value: float) -> str:
+    """26%, 12.5%: the API rounds to one decimal; a whole number needs none."""
+    return f"{value:g}%"
+
+
 def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
 
@@ -39,4 +44,4 @@ def summary(params: dict[str, Any], limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-FILTERS = {"clock": clock, "duration": duration, "pretty": pretty, "summary": summary}
+FILTERS = {"percent": percent, "clock": clock, "duration": duration, "pretty": pretty, "summary": summary}

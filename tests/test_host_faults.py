@@ -5,14 +5,23 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
+import psutil
 import pytest
 
 from supervisor.errors import NoSpace, StoreUnavailable
+from supervisor.ids import new_job_id
+from supervisor.models import JobRecord, JobState
+from supervisor.runner.files import RunFiles
+from supervisor.runner.supervise import Limits, Outcome, RunningJob, supervise
+from supervisor.runner.tree import JobTree
 
 from conftest import wait_until
 
@@ -142,3 +151,50 @@ def test_a_second_daemon_touches_nothing_of_the_running_one(make_daemon, other_s
                what="progress reported while the job runs")
     assert d.wait(job["id"])["state"] == "succeeded"
     assert _health(d)[0] == 200
+
+
+def test_jobs_that_ended_while_the_daemon_was_stopped_carry_no_kill_reason(make_daemon) -> None:
+    # too_slow's timeout is 1 s. Each job ends on its own while the daemon is stopped (SIGSTOP),
+    # after its timeout (the daemon was not there to kill it): the timers the daemon finds due
+    # when it resumes must not claim them. (The next test makes the race certain.)
+    seconds = 1.8
+    d = make_daemon()
+    ids = [d.submit("too_slow", {"seconds": seconds})["id"] for _ in range(4)]
+    wait_until(lambda: all(d.client.status(i)["state"] == "running" for i in ids), 15, interval=0.01,
+               what="the jobs to run")
+    d.proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(seconds + 3)
+    finally:
+        d.proc.send_signal(signal.SIGCONT)
+    for job_id in ids:
+        final = d.wait(job_id, 15)
+        assert (final["state"], final["reason"], final["killed_at"]) == ("succeeded", None, None), final
+
+
+def test_a_timeout_due_when_the_daemon_resumes_does_not_claim_a_job_that_already_ended(tmp_path: Path) -> None:
+    """The race behind the SIGSTOP test, made certain: the job has ended on its own (a zombie
+    not yet reaped, its result written) and its timeout is long past when supervision looks;
+    the exit is heard of only afterwards, as when the SIGCHLD is handled after the timer."""
+    files = RunFiles(tmp_path / "run")
+    files.dir.mkdir()
+    job = subprocess.Popen([sys.executable, "-c", "import sys; open(sys.argv[1], 'w').write("
+                            "'{\"state\": \"succeeded\", \"result\": 7}')", str(files.result)])
+    wait_until(lambda: psutil.Process(job.pid).status() == psutil.STATUS_ZOMBIE, 10, what="the job to end")
+    rec = JobRecord(id=new_job_id(), job="too_slow", params={}, requestor="root", log_user="root",
+                    state=JobState.RUNNING, started_at=time.time() - 30)
+    run = RunningJob(rec, JobTree(rec.id, job.pid, psutil.Process(job.pid).create_time()), files,
+                     Limits(timeout=1, idle_timeout=None, max_memory=None, kill_grace=0.5), tmp_path)
+    kills: list[object] = []
+
+    async def supervised() -> Outcome:
+        async with anyio.create_task_group() as tg:
+            async def exit_heard_late() -> None:
+                await anyio.sleep(0.2)
+                run.on_exit(job.wait())
+            tg.start_soon(exit_heard_late)
+            return await supervise(run, lambda r: kills.append(r.kill_reason))
+
+    outcome = anyio.run(supervised)
+    assert kills == []
+    assert (outcome.state, outcome.result, outcome.reason, outcome.killed_at) == (JobState.SUCCEEDED, 7, None, None)

@@ -119,6 +119,10 @@ async def supervise(run: RunningJob, record_kill: KillRecorder) -> Outcome:
     while not run.exited:
         reason = run.kill_reason or run.due_kill(time.time())  # kill_reason: a kill recovered from the store
         if reason is not None:
+            # After the daemon was stopped or slow, a timer may fire before the exit is heard
+            # of: a job that has ended on its own was not ended by us, and gets no reason.
+            if run.kill_reason is None and run.tree.leader_ended():
+                break
             await _kill(run, reason, record_kill)
             break
         await run.nap(run.next_check_in(time.time()))

@@ -26,6 +26,19 @@ class JobTree:
         procs = self._from_cgroup() if self.cgroup is not None else self._from_scan()
         return [p for p in procs if _alive(p)]
 
+    def leader_ended(self) -> bool:
+        """The leader has exited, whether or not anyone has reaped it or heard of it yet."""
+        if self.leader_pid is None:
+            return True
+        try:
+            proc = psutil.Process(self.leader_pid)
+            reused = self.leader_started is not None and abs(proc.create_time() - self.leader_started) > _CLOCK_SLACK
+            return reused or proc.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+        except psutil.Error:
+            return False
+
     def _from_cgroup(self) -> list[psutil.Process]:
         assert self.cgroup is not None
         procs = []

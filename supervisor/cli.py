@@ -101,18 +101,12 @@ class RunspaceGroup(click.Group):
 
 
 def _client(ctx: click.Context):
+    """The client for the daemon's socket: found without the settings model, and without httpx
+    (supervisor/client.py, supervisor/locate.py), so scripts can loop on any command."""
     from supervisor.client import Client
+    from supervisor.locate import daemon_socket
 
-    socket_path = ctx.obj.get("socket") or _settings().socket
-    return Client(Path(socket_path))
-
-
-def _fast_client(ctx: click.Context):
-    """Stdlib-only client for one-shot reads: `runspace status ID` starts without importing httpx."""
-    from supervisor.fastclient import FastClient
-
-    socket_path = ctx.obj.get("socket") or _settings().socket
-    return FastClient(Path(socket_path))
+    return Client(Path(ctx.obj.get("socket") or daemon_socket()))
 
 
 def read_input(path: str, option: str) -> str:
@@ -267,7 +261,7 @@ def submit(ctx, job, pairs, params_file, wait, follow, priority, idempotency_key
 def status(ctx, job_id, as_json) -> None:
     """Show a job's status."""
     check_job_id(job_id)
-    with _fast_client(ctx) as client:
+    with _client(ctx) as client:
         data = client.status(job_id)
     print_json(data) if as_json else print_status(data)
     sys.exit(state_exit_code(data))
@@ -283,7 +277,7 @@ def status(ctx, job_id, as_json) -> None:
 @click.pass_context
 def list_jobs(ctx, state, job, batch_id, limit, cursor, as_json) -> None:
     """List your jobs, newest first."""
-    with _fast_client(ctx) as client:
+    with _client(ctx) as client:
         page = client.list(state=state, job=job, batch_id=batch_id, limit=limit, cursor=cursor)
     if as_json:
         print_json(page)
@@ -337,7 +331,7 @@ def cancel(ctx, job_id, as_json) -> None:
     """Cancel a queued or running job.
 
     A running job's whole process tree is killed (SIGTERM, then SIGKILL after kill_grace)."""
-    with _fast_client(ctx) as client:
+    with _client(ctx) as client:
         data = client.cancel(job_id)
     print_json(data) if as_json else print_status(data)
 

@@ -37,11 +37,11 @@ def _quick_status(args: list[str], socket_path: str | None) -> int | None:
     from pathlib import Path
 
     from supervisor.errors import DaemonUnreachable, RunspaceError
-    from supervisor.fastclient import FastClient
+    from supervisor.client import Client
     from supervisor.output import EXIT_UNREACHABLE, print_json, print_status, state_exit_code
 
     try:
-        status = FastClient(Path(socket_path)).status(operands[0])
+        status = Client(Path(socket_path)).status(operands[0])
     except DaemonUnreachable as exc:
         print(f"runspace: error: {exc.detail}", file=sys.stderr)
         return EXIT_UNREACHABLE

@@ -23,34 +23,16 @@ from pydantic_settings import (
 )
 
 from supervisor.errors import InvalidParams
+from supervisor.locate import default_config_file, default_socket, is_root
 
 REPO_JOBS_DIR = Path(__file__).resolve().parent.parent / "jobs"
 CommaList = Annotated[list[str], NoDecode]
 
 
-def _is_root() -> bool:
-    return os.geteuid() == 0
-
-
-def _default_socket() -> Path:
-    if _is_root():
-        return Path("/run/runspace/runspace.sock")
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    base = Path(runtime) if runtime else Path(f"/tmp/runspace-{os.getuid()}")
-    return base / "runspace.sock"
-
-
 def _default_state_dir() -> Path:
-    if _is_root():
+    if is_root():
         return Path("/var/lib/runspace")
     return Path.home() / ".local/state/runspace"
-
-
-def default_config_file() -> Path | None:
-    explicit = os.environ.get("RUNSPACE_CONFIG")
-    if explicit:
-        return Path(explicit)
-    return Path("/etc/runspace/config.toml") if _is_root() else None
 
 
 class Settings(BaseSettings):
@@ -59,7 +41,7 @@ class Settings(BaseSettings):
     # allow_inf_nan: a kill grace or timeout of `inf` seconds would make "then SIGKILL" never come.
     model_config = SettingsConfigDict(env_prefix="RUNSPACE_", extra="ignore", allow_inf_nan=False)
 
-    socket: Path = Field(default_factory=_default_socket, description="Unix socket path the daemon listens on.")
+    socket: Path = Field(default_factory=default_socket, description="Unix socket path the daemon listens on.")
     state_dir: Path = Field(default_factory=_default_state_dir, description="Database and per-job run files.")
     log_dir: Path | None = Field(None, description="Job and user logs (default: <state_dir>/logs, /var/log/runspace as root).")
     jobs_path: Annotated[list[Path], NoDecode] = Field(
@@ -161,7 +143,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _derive_log_dir(self) -> Settings:
         if self.log_dir is None:
-            self.log_dir = Path("/var/log/runspace") if _is_root() and self.state_dir == _default_state_dir() else self.state_dir / "logs"
+            self.log_dir = Path("/var/log/runspace") if is_root() and self.state_dir == _default_state_dir() else self.state_dir / "logs"
         return self
 
     @property

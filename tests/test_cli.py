@@ -256,7 +256,7 @@ def test_run_debug_opens_post_mortem_on_exception(tmp_path: Path) -> None:
 
 
 def test_reads_name_unknown_ids_and_carry_filters_and_pages_larger_than_one_read(daemon: DaemonProcess) -> None:
-    # status, list and cancel go through the CLI's lean client (supervisor/fastclient.py)
+    # status, list and cancel go through the CLI's lean client (supervisor/client.py)
     unknown = "0123456789abcdef0123"
     for command in ("status", "cancel"):
         out = daemon.cli(command, unknown)
@@ -286,5 +286,58 @@ def test_status_without_click_prints_what_the_click_cli_prints(daemon: DaemonPro
     assert [daemon.cli("status", s["id"]).returncode for s in ended] == [0, 1, 0]
     traced = subprocess.run([sys.executable, "-X", "importtime", "-m", "supervisor", "status", ended[0]["id"]],
                             env=daemon.env, capture_output=True, text=True, timeout=30)
-    assert traced.returncode == 0 and "supervisor.fastclient" in traced.stderr
+    assert traced.returncode == 0 and "supervisor.client" in traced.stderr
     assert " click" not in traced.stderr  # the fast path really skipped it
+
+
+def _imported(daemon: DaemonProcess, *args: str, env: dict[str, str] | None = None,
+              input: str | None = None) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run the CLI with -X importtime: its result and the modules it imported."""
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "supervisor", *args], env=env or daemon.env,
+                         input=input, capture_output=True, text=True, timeout=60, cwd=daemon.base)
+    modules = {line.rsplit("|", 1)[1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+    return out, modules
+
+
+def test_scripted_commands_start_without_httpx_or_the_settings_model(daemon: DaemonProcess) -> None:
+    # Scripts loop on these (issue 22): httpx and pydantic-settings cost more to import than the
+    # command takes, so every one of them talks to the daemon through supervisor/client.py.
+    job_id = daemon.submit("echo", {"value": 1}, wait=20)["id"]
+    items = daemon.base / "items.jsonl"
+    items.write_text('{"value": 1}\n{"value": 2}\n')
+    commands = [("submit", "echo", "value=2", "--wait", "20"), ("submit", "echo", "--params", "-"),
+                ("status", job_id), ("list", "--limit", "5"), ("wait", job_id, "--timeout", "20"),
+                ("logs", job_id), ("logs", job_id, "-f"), ("cancel", job_id, "--json"),
+                ("batch", "echo", "--items", str(items)), ("batch", "echo", "--items", str(items), "--detach"),
+                ("jobs",)]
+    for command in commands:
+        out, modules = _imported(daemon, "--socket", str(daemon.socket), *command, input='{"value": 3}')
+        assert out.returncode in (0, 1), (command, out.stderr[-2000:])
+        heavy = {m for m in modules if m.split(".")[0] in ("httpx", "pydantic_settings", "pydantic", "rich", "anyio")}
+        assert not heavy, (command, sorted(heavy)[:5])
+        assert "Traceback" not in out.stderr, (command, out.stderr[-2000:])
+    chatty = daemon.submit("chatty", {"user": "u", "text": "é" * 3000, "lines": 3, "every": 0.3})
+    followed = daemon.cli("logs", chatty["id"], "-f")  # streamed while the job writes
+    assert followed.returncode == 0 and followed.stdout.count("é" * 3000) == 3  # split characters rejoined
+
+
+def test_the_cli_finds_the_socket_in_the_config_file_or_names_what_is_wrong(daemon: DaemonProcess) -> None:
+    env = {key: value for key, value in daemon.env.items() if key.upper() != "RUNSPACE_SOCKET"}
+    config = daemon.base / "config.toml"
+    config.write_text(f'socket = "{daemon.socket}"\nmax_concurrency = 4\n')
+    out, modules = _imported(daemon, "submit", "echo", "value=5", "--wait", "20", "--json",
+                             env={**env, "RUNSPACE_CONFIG": str(config)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout)["result"]["value"] == "5"
+    assert "pydantic_settings" not in modules and "tomllib" in modules
+    # pydantic-settings reads env names in any case, so the CLI does too
+    lower = subprocess.run([sys.executable, "-m", "supervisor", "list"], capture_output=True, text=True,
+                           env={**env, "runspace_socket": str(daemon.socket)}, timeout=60)
+    assert lower.returncode == 0, lower.stderr
+    config.write_text("socket = \n")
+    out = subprocess.run([sys.executable, "-m", "supervisor", "list"], capture_output=True, text=True,
+                         env={**env, "RUNSPACE_CONFIG": str(config)}, timeout=60)
+    assert out.returncode == 2 and "not valid TOML" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    out = subprocess.run([sys.executable, "-m", "supervisor", "list"], capture_output=True, text=True,
+                         env={**env, "RUNSPACE_CONFIG": str(daemon.base / "absent.toml")}, timeout=60)
+    assert out.returncode == 2 and "absent.toml: no such file" in out.stderr

@@ -160,7 +160,7 @@ class Client:
         if query:
             from urllib.parse import urlencode
 
-            path += ("&" if "?" in path else "?") + urlencode(query)
+            path += ("&" if "?" in path else "?") + urlencode(query, doseq=True)  # a list: the key repeated
         head = [f"{method} {path} HTTP/1.1", "Host: runspace", "Accept: application/json",
                 f"Content-Length: {len(payload)}", "Connection: close"]
         if body is not None:
@@ -194,10 +194,10 @@ class Client:
         return self.request("POST", f"/v1/jobs/{_quoted(job_id)}/cancel").json()
 
     def restart(self, job_id: str) -> dict[str, Any]:
-        return self.request("POST", f"/v1/jobs/{job_id}/restart").json()
+        return self.request("POST", f"/v1/jobs/{_quoted(job_id)}/restart").json()
 
     def remove(self, job_id: str) -> None:
-        self.request("DELETE", f"/v1/jobs/{job_id}")
+        self.request("DELETE", f"/v1/jobs/{_quoted(job_id)}")
 
     def clean(self, states: list[str], older_than: float) -> int:
         params: dict[str, Any] = {"state": states, "older_than": older_than}

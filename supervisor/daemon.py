@@ -15,6 +15,7 @@ from pathlib import Path
 import anyio
 import uvicorn
 from anyio import CancelScope
+from anyio.abc import TaskGroup
 from loguru import logger
 
 from supervisor import systemd
@@ -28,7 +29,8 @@ from supervisor.errors import RunspaceError, StoreUnavailable
 from supervisor.ids import is_job_id
 from supervisor.listener import bind_tcp, bind_unix
 from supervisor.preflight import check_settings, doubtful_settings, unknown_env
-from supervisor.registry import Registry, load_registry
+from supervisor.job_modules import check_job_modules, import_job_modules
+from supervisor.registry import Registry
 from supervisor.retention import keep_finished
 from supervisor.runner.cgroups import JobCgroups, cgroup_root_name, detect_cgroup_root
 from supervisor.runner.forkserver import ForkServer
@@ -72,6 +74,7 @@ class Daemon:
         self.starts = 0
         self.tokens: TokenTable | None = None
         self.registry = Registry()
+        self._reloading = anyio.Lock()
         self.forkserver: ForkServer | None = None
         self.cgroups: JobCgroups | None = None
         self._state_lock: int | None = None  # fd of <state dir>/daemon.lock, held for the daemon's life
@@ -80,31 +83,32 @@ class Daemon:
 
     # -- job definitions ------------------------------------------------------------
 
-    def load_jobs(self) -> Registry:
-        registry = load_registry(self.settings.job_dirs, check=Trust.of_admins(self.settings.admins).check_module)
+    async def load_jobs(self) -> Registry:
+        sources, refused = check_job_modules(self.settings.job_dirs, Trust.of_admins(self.settings.admins))
+        # At once, before any import: a type stays only while its module's source is the one checked.
+        self.registry = self.registry.keeping(sources)
+        registry = await import_job_modules(sources, refused, self.settings.import_timeout)
         for broken in registry.broken:
             logger.error("job module {} was not loaded: {}{}", broken.path, broken.error,
                          "\n" + broken.traceback if broken.traceback else "")
         logger.info("job types: {}", ", ".join(sorted(registry.types)) or "none")
         return registry
 
-    def reload_jobs(self) -> None:
-        """SIGHUP: new definitions; types of a module that now fails to import stay as they were."""
-        fresh = self.load_jobs()
-        broken_paths = {b.path for b in fresh.broken}
-        for name, jt in self.registry.types.items():
-            if jt.module_path in broken_paths and name not in fresh.types:
-                fresh.types[name] = jt
-        self.registry = fresh
-        self._restart_forkserver()
-        logger.info("job definitions reloaded")
+    async def reload_jobs(self) -> None:
+        """SIGHUP: the definitions as they are now. A module that is refused or fails to import
+        loses its types: what runs is only ever what passed the check."""
+        async with self._reloading:  # one at a time: a second SIGHUP reloads again after
+            self.registry = await self.load_jobs()
+            self._restart_forkserver()
+            logger.info("job definitions reloaded")
 
     def _restart_forkserver(self) -> None:
         """The fork server pre-imports exactly the modules the daemon loaded (and trusted)."""
         if self.forkserver is None:
             return
         self.forkserver.close()
-        modules = {jt.module_path for jt in self.registry.types.values() if jt.module_path}
+        modules = {jt.module_path: jt.module_sha256 for jt in self.registry.types.values()
+                   if jt.module_path and jt.module_sha256}
         self.forkserver.start(modules, self.cgroups.root if self.cgroups else None, self.settings.job_env_passthrough)
 
     # -- lifecycle --------------------------------------------------------------------
@@ -147,7 +151,7 @@ class Daemon:
         raw_store = open_store(s.store_url)
         self.store = StoreGuard(raw_store, store_file(s.store_url))
         self.starts = self._count_start()
-        self.registry = self.load_jobs()
+        self.registry = await self.load_jobs()
         events_path = s.state_dir / "events.sock"
         with contextlib.suppress(FileNotFoundError):
             events_path.unlink()
@@ -192,7 +196,7 @@ class Daemon:
                 if cluster:
                     tg.start_soon(cluster.run, self.scheduler, services.user_log)
                 tg.start_soon(self._receive_events, events)
-                tg.start_soon(self._handle_signals, server)
+                tg.start_soon(self._handle_signals, server, tg)
                 tg.start_soon(self._announce_ready, server)
                 tg.start_soon(self._serve_then_stop, server, sockets, tg.cancel_scope)
         finally:
@@ -219,11 +223,11 @@ class Daemon:
             systemd.notify("WATCHDOG=1")
             await anyio.sleep(interval)
 
-    async def _handle_signals(self, server: uvicorn.Server) -> None:
+    async def _handle_signals(self, server: uvicorn.Server, tg: TaskGroup) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
-                if signum == signal.SIGHUP:
-                    self.reload_jobs()
+                if signum == signal.SIGHUP:  # in the background: SIGTERM is heard during a reload
+                    tg.start_soon(self.reload_jobs)
                     continue
                 logger.info("{}: draining; running jobs are left running", signal.Signals(signum).name)
                 self.draining = True

@@ -183,7 +183,9 @@ def join_cgroup(path: str | None) -> None:
 def import_job(spec: dict[str, Any]) -> JobType | dict[str, Any]:
     """The job type, or the failed outcome when its module no longer imports."""
     try:
-        jt = load_job_type(Path(spec["module"]), spec["job"])
+        # The source the daemon checked, compiled here: never the file's bytecode cache, and
+        # refused (naming the file) if the file changed since the check.
+        jt = load_job_type(Path(spec["module"]), spec["job"], spec["module_sha256"])
         # run_job's lazy import, done before the privilege drop: the job user may not be
         # able to read the interpreter's own files (a Python installed under /root, say).
         import supervisor.command  # noqa: F401

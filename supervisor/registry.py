@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
-import sys
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -17,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_type_hints
 from pydantic import BaseModel, ValidationError
 
 from supervisor.errors import FieldError, InvalidParams, RunspaceError, UnknownJob, errors_from_pydantic
+from supervisor.jobsource import ModuleSource, import_source, read_source, read_verified
 
 if TYPE_CHECKING:
     from supervisor.settings import Settings
@@ -67,6 +66,7 @@ class JobType:
     description: str
     kind: Literal["python", "command"]
     module_path: Path | None = None
+    module_sha256: str | None = None  # of the source that passed the trust check: what every importer runs
 
     def validate(self, params: Any, loc: tuple[str | int, ...] = ("params",)) -> BaseModel:
         params = params if params is not None else {}
@@ -156,36 +156,19 @@ class Registry:
         except KeyError:
             raise UnknownJob(f"no job type named {name!r}; `runspace jobs` lists them") from None
 
-
-def import_module_file(path: Path, reuse: bool = False) -> ModuleType:
-    """Import one job module by path under a name unique to that path.
-
-    `reuse` returns the module already imported from that path (a job forked from the
-    pre-warmed fork server); the daemon always re-imports, so SIGHUP sees new code.
-    """
-    mod_name = "runspace_jobs." + "_".join(path.with_suffix("").parts[1:]).replace("-", "_").replace(".", "_")
-    loaded = sys.modules.get(mod_name)
-    if reuse and loaded is not None and getattr(loaded, "__file__", None) == str(path):
-        return loaded
-    spec = importlib.util.spec_from_file_location(mod_name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(mod_name, None)
-        raise
-    return module
+    def keeping(self, sources: Iterable[ModuleSource]) -> Registry:
+        """Only the types whose module still has one of these sources (same path, same hash)."""
+        current = {(source.path, source.sha256) for source in sources}
+        return Registry({name: jt for name, jt in self.types.items()
+                         if jt.module_path is None or (jt.module_path, jt.module_sha256) in current}, self.broken)
 
 
-def job_types_in(module: ModuleType, path: Path) -> list[JobType]:
+def job_types_in(module: ModuleType, source: ModuleSource) -> list[JobType]:
     found = []
     for value in vars(module).values():
         jt = getattr(value, JOB_ATTR, None)
         if isinstance(jt, JobType) and value.__module__ == module.__name__:
-            found.append(JobType(**{**jt.__dict__, "module_path": path}))
+            found.append(replace(jt, module_path=source.path, module_sha256=source.sha256))
     return found
 
 
@@ -197,47 +180,60 @@ def module_files(dirs: Iterable[Path]) -> list[Path]:
     return files
 
 
-def load_registry(dirs: Iterable[Path], check: Callable[[Path], None] | None = None) -> Registry:
-    """Import every module; a module that fails is recorded as broken, the rest still load."""
-    registry = Registry()
-    for path in module_files(dirs):
+def read_modules(paths: Iterable[Path], read: Callable[[Path], ModuleSource] = read_source,
+                 ) -> tuple[list[ModuleSource], list[BrokenModule]]:
+    """Each module's source (`read`: the trust check, which reads it); refused ones as broken."""
+    sources, broken = [], []
+    for path in paths:
         try:
-            if check is not None:
-                check(path)
+            sources.append(read(path))
         except (RunspaceError, OSError) as exc:  # refused or unreadable: nothing of it ran
-            registry.broken.append(BrokenModule(path, f"{type(exc).__name__}: {exc}", None))
-            continue
+            broken.append(BrokenModule(path, f"{type(exc).__name__}: {exc}", None))
+    return sources, broken
+
+
+def build_registry(sources: Iterable[ModuleSource], broken: Iterable[BrokenModule] = ()) -> Registry:
+    """Import each source here; a module that fails is recorded as broken, the rest still load."""
+    registry = Registry(broken=list(broken))
+    for source in sources:
         try:
-            types = job_types_in(import_module_file(path), path)
-        except Exception as exc:
-            registry.broken.append(BrokenModule(path, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+            types = job_types_in(import_source(source), source)
+        except (Exception, SystemExit) as exc:  # sys.exit() at import must not end the importer
+            registry.broken.append(BrokenModule(source.path, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
             continue
         for jt in types:
             if jt.name in registry.types:
                 other = registry.types[jt.name].module_path
-                registry.broken.append(BrokenModule(path, f"job {jt.name!r} already defined in {other}", None))
+                registry.broken.append(BrokenModule(source.path, f"job {jt.name!r} already defined in {other}", None))
                 continue
             registry.types[jt.name] = jt
     return registry
 
 
+def load_registry(dirs: Iterable[Path]) -> Registry:
+    """Every module in `dirs`, imported here without a trust check (`runspace run`: the caller's own)."""
+    return build_registry(*read_modules(module_files(dirs)))
+
+
 # Filled by the fork server before it forks (preload_job_types): a forked job then finds its
 # type with one lookup, instead of walking the module (which writes to the reference count
 # of every object in it, and so copies all their pages into the job process).
-_preloaded: dict[tuple[Path, str], JobType] = {}
+_preloaded: dict[tuple[Path, str, str], JobType] = {}
 
 
-def preload_job_types(path: Path) -> None:
-    for jt in job_types_in(import_module_file(path), path):
-        _preloaded[(path, jt.name)] = jt
+def preload_job_types(path: Path, sha256: str) -> None:
+    source = read_verified(path, sha256)
+    for jt in job_types_in(import_source(source), source):
+        _preloaded[(path, source.sha256, jt.name)] = jt
 
 
-def load_job_type(path: Path, name: str) -> JobType:
-    """Used inside a job process: import only the module that defines `name`."""
-    preloaded = _preloaded.get((path, name))
+def load_job_type(path: Path, name: str, sha256: str) -> JobType:
+    """Used inside a job process: import only the module that defines `name`, as checked."""
+    preloaded = _preloaded.get((path, sha256, name))
     if preloaded is not None:
         return preloaded
-    for jt in job_types_in(import_module_file(path, reuse=True), path):
+    source = read_verified(path, sha256)
+    for jt in job_types_in(import_source(source, reuse=True), source):
         if jt.name == name:
             return jt
     raise UnknownJob(f"job {name!r} is no longer defined in {path}")

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     jobs_path: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="Extra job module directories, ':'-separated; jobs/ is always loaded."
     )
+    import_timeout: float = Field(
+        10.0, gt=0,
+        description="Seconds a job module may take to import (tried in a throwaway process first); slower: broken.",
+    )
     max_concurrency: int = Field(8, ge=1, description="Jobs running at once on this host.")
     max_queue: int = Field(100_000, ge=1, description="Queued jobs accepted before 429.")
     default_timeout: float = Field(3600.0, gt=0, description="Hard timeout (s) for types that declare none.")

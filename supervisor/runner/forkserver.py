@@ -77,13 +77,14 @@ class ForkServer:
         self._env: dict[str, str] = {}  # the fork server's environment, as it reported it: jobs start from it
         self.pid: int | None = None
 
-    def start(self, modules: Iterable[Path], cgroup_root: Path | None, keep_env: Iterable[str] = ()) -> int:
-        """`cgroup_root`: where the fork server creates a cgroup for each child (None: no cgroups);
-        `keep_env`: variables of ours that every job may see."""
+    def start(self, modules: dict[Path, str], cgroup_root: Path | None, keep_env: Iterable[str] = ()) -> int:
+        """`modules`: path → sha256 of the source that passed the trust check; `cgroup_root`:
+        where the fork server creates a cgroup for each child (None: no cgroups); `keep_env`:
+        variables of ours that every job may see."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         channel, their_channel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         argv = [sys.executable, "-m", "supervisor.runner.forkserver_main", "3", "4", str(cgroup_root or "-"),
-                *map(str, modules)]
+                *(f"{sha256}:{path}" for path, sha256 in modules.items())]
         try:
             self.pid = os.posix_spawn(
                 sys.executable, argv, forkserver_env(keep_env),

@@ -3,7 +3,8 @@
 A forked job starts in a few milliseconds and shares the pre-imported pages copy-on-write,
 instead of paying an interpreter start and all imports per job. The fork itself happens
 ahead of time: a spare child waits for the next job (runner/spares.py). Started by the daemon
-as `python -m supervisor.runner.forkserver_main FD CHANNEL_FD CGROUP_ROOT|- MODULE...`. CHANNEL_FD is
+as `python -m supervisor.runner.forkserver_main FD CHANNEL_FD CGROUP_ROOT|- SHA256:MODULE...` (each
+module imported only if its source still has the hash the trust check saw). CHANNEL_FD is
 a datagram socket on which the fork server gives the daemon its spares (runner/spares.py). FD is
 a stream socket: the fork server first says `{"ready": true, "environ": {…}, "not_preloaded":
 {module: error}}`; then the daemon sends JSON lines, either `{"used": PID, "run_dir": …}`
@@ -241,10 +242,11 @@ def main() -> None:
         os.set_inheritable(sock.fileno(), False)
     cgroup_root = Path(sys.argv[3]) if sys.argv[3] != "-" else None
     not_preloaded = {}
-    for module in sys.argv[4:]:  # the modules the daemon loaded and trusted, imported once
+    for arg in sys.argv[4:]:  # the modules the daemon loaded and trusted, imported once
+        sha256, _, module = arg.partition(":")
         try:
-            preload_job_types(Path(module))
-        except Exception as exc:  # its jobs import it themselves (and report what fails)
+            preload_job_types(Path(module), sha256)
+        except (Exception, SystemExit) as exc:  # its jobs import it themselves (and report what fails)
             not_preloaded[module] = f"{type(exc).__name__}: {exc}"
     import supervisor.command  # noqa: F401  (used by every command job)
 

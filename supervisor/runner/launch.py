@@ -47,6 +47,7 @@ def job_spec(rec: JobRecord, jt: JobType, files: RunFiles, paths: LaunchPaths, c
         "job": rec.job,
         "kind": jt.kind,
         "module": str(jt.module_path),
+        "module_sha256": jt.module_sha256,
         "params": rec.params,
         "attempt": rec.attempt,
         "requestor": rec.requestor,

@@ -12,7 +12,7 @@ import contextlib
 import json
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import anyio
@@ -20,7 +20,7 @@ from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from supervisor.jobsource import ModuleSource
-from supervisor.registry import BrokenModule, Registry, build_registry, module_files, read_modules
+from supervisor.registry import BrokenModule, Registry, module_files, read_modules
 from supervisor.trust import Trust
 
 _PROBE_START = 30.0  # s for the probe's interpreter to start, on a busy host
@@ -34,20 +34,23 @@ def check_job_modules(dirs: Iterable[Path], trust: Trust) -> tuple[list[ModuleSo
 
 
 async def import_job_modules(sources: list[ModuleSource], refused: list[BrokenModule], timeout: float) -> Registry:
-    """The registry of the modules that import in the probe, then here; the others as broken."""
-    failed = await probe_imports(sources, timeout)
-    registry = build_registry([s for s in sources if s.path not in failed], [*refused, *failed.values()])
+    """The registry of the modules that import in the probe, then here; the others as broken.
+    Each module is imported here as soon as the probe vouched for it, while it tries the next."""
+    registry = Registry(broken=list(refused))
+    registry.broken.extend(await probe_imports(sources, timeout, registry.add))
     registry.broken.sort(key=lambda broken: str(broken.path))
     return registry
 
 
-async def probe_imports(sources: list[ModuleSource], timeout: float) -> dict[Path, BrokenModule]:
-    """The modules whose import failed in the probe, each with why; every other one imported."""
+async def probe_imports(sources: list[ModuleSource], timeout: float,
+                        passed: Callable[[ModuleSource], None]) -> list[BrokenModule]:
+    """Try each import in the probe: `passed(source)` for each that imports, in order; the
+    others are returned, each with why."""
     if not sources:
-        return {}
+        return []
     request = {"timeout": timeout, "modules": [{"path": str(s.path), "sha256": s.sha256} for s in sources]}
     pending = list(sources)
-    failed: dict[Path, BrokenModule] = {}
+    failed: list[BrokenModule] = []
     process = await anyio.open_process([sys.executable, "-m", "supervisor.import_probe"], stdin=subprocess.PIPE,
                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert process.stdin is not None and process.stdout is not None
@@ -59,16 +62,17 @@ async def probe_imports(sources: list[ModuleSource], timeout: float) -> dict[Pat
             while pending:
                 report = json.loads(await reports.receive_until(b"\n", _REPORT_MAX))
                 source = pending.pop(0)
-                if report["error"] is not None:
-                    failed[source.path] = BrokenModule(source.path, report["error"], report["traceback"])
+                if report["error"] is None:
+                    passed(source)
+                else:
+                    failed.append(BrokenModule(source.path, report["error"], report["traceback"]))
     except (anyio.EndOfStream, anyio.IncompleteRead, anyio.DelimiterNotFound, OSError, ValueError, KeyError):
         pass  # the probe failed itself: whatever it did not vouch for is not imported
     finally:
         with anyio.CancelScope(shield=True):
             await _end(process)
-    for source in pending:
-        failed[source.path] = BrokenModule(source.path, "ImportProbe: the import probe did not report on this "
-                                                        "module in time, so it was not imported", None)
+    failed.extend(BrokenModule(source.path, "ImportProbe: the import probe did not report on this module in "
+                                            "time, so it was not imported", None) for source in pending)
     return failed
 
 

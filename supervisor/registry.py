@@ -156,6 +156,20 @@ class Registry:
         except KeyError:
             raise UnknownJob(f"no job type named {name!r}; `runspace jobs` lists them") from None
 
+    def add(self, source: ModuleSource) -> None:
+        """Import the module here and take its types; a module that fails is recorded as broken."""
+        try:
+            types = job_types_in(import_source(source), source)
+        except (Exception, SystemExit) as exc:  # sys.exit() at import must not end the importer
+            self.broken.append(BrokenModule(source.path, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+            return
+        for jt in types:
+            if jt.name in self.types:
+                other = self.types[jt.name].module_path
+                self.broken.append(BrokenModule(source.path, f"job {jt.name!r} already defined in {other}", None))
+                continue
+            self.types[jt.name] = jt
+
     def keeping(self, sources: Iterable[ModuleSource]) -> Registry:
         """Only the types whose module still has one of these sources (same path, same hash)."""
         current = {(source.path, source.sha256) for source in sources}
@@ -196,17 +210,7 @@ def build_registry(sources: Iterable[ModuleSource], broken: Iterable[BrokenModul
     """Import each source here; a module that fails is recorded as broken, the rest still load."""
     registry = Registry(broken=list(broken))
     for source in sources:
-        try:
-            types = job_types_in(import_source(source), source)
-        except (Exception, SystemExit) as exc:  # sys.exit() at import must not end the importer
-            registry.broken.append(BrokenModule(source.path, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
-            continue
-        for jt in types:
-            if jt.name in registry.types:
-                other = registry.types[jt.name].module_path
-                registry.broken.append(BrokenModule(source.path, f"job {jt.name!r} already defined in {other}", None))
-                continue
-            registry.types[jt.name] = jt
+        registry.add(source)
     return registry
 
 

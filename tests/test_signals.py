@@ -17,7 +17,7 @@ from tests.supervision import alive, ledger_ids, read_pids
 def test_sigterm_exits_0_quickly_and_jobs_survive_to_be_readopted(make_daemon, tmp_path: Path) -> None:
     d = make_daemon()
     ledger = tmp_path / "ledger"
-    job = d.submit("ledger", {"ledger": str(ledger), "n": 7, "seconds": 4, "pidfile": str(tmp_path / "pid")})
+    job = d.submit("ledger", {"ledger": str(ledger), "n": 7, "seconds": 8, "pidfile": str(tmp_path / "pid")})
     pid = wait_until(lambda: read_pids(tmp_path / "pid"), timeout=15, what="the job to start")[0]
     assert d.proc is not None
     t0 = time.monotonic()

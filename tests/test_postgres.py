@@ -15,6 +15,7 @@ import pytest
 from supervisor.errors import NotFound
 
 from conftest import ROOT, wait_until
+from pg import find_pg_bin, private_postgres
 
 psycopg = pytest.importorskip("psycopg", reason="the [postgres] extra (psycopg) is not installed")
 

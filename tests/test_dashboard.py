@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -382,6 +383,29 @@ def test_paging_through_many_jobs(daemon: DaemonProcess) -> None:
         page.locator("a.next").click()
         expect(page.locator("#jobs tbody tr")).to_have_count(20)
         expect(page.locator("a.next")).to_have_count(0)
+
+
+@needs_browser
+def test_a_page_of_1000_jobs_loads_and_stays_live(daemon: DaemonProcess) -> None:
+    """1,000 queued jobs (the queue paused, so none starts): one page of them renders in time,
+    and a change to one of them still reaches its row."""
+    if not d_has(daemon, "/v1/queue"):
+        pytest.skip("the daemon has no queue control to hold 1,000 jobs queued")
+    daemon.client.request("PUT", "/v1/queue", json={"paused": True})
+    _, batch = daemon.client.submit_batch("echo", [{"value": i} for i in range(1000)])
+    with dashboard(daemon) as ui, chromium() as browser:
+        page = open_page(browser, ui)
+        started = time.monotonic()
+        page.goto(f"{ui.base}/?limit=1000")
+        expect(page.locator("#jobs tbody tr")).to_have_count(1000)
+        loaded = time.monotonic() - started
+        print(f"a page of 1,000 jobs: {loaded:.2f} s to load")
+        assert loaded < 15, f"a page of 1,000 jobs took {loaded:.1f} s"
+        wait_until(lambda: page.evaluate("document.body.classList.contains('live')"), what="the event stream")
+        last = batch["job_ids"][0]  # the oldest, at the bottom of the page
+        daemon.client.cancel(last)
+        expect(page.locator(f"#job-{last} .state")).to_have_text("cancelled", timeout=15_000)
+        assert page.evaluate("document.querySelectorAll('#jobs tbody tr').length") == 1000
 
 
 # -- isolation ---------------------------------------------------------------------------

@@ -105,7 +105,8 @@ async def jobs(request: Request) -> EventStream:
     rows = page["items"]
     table = _Table(ui, filters, accepts_new=cursor is None, show_requestor=shows_requestor(ui, rows))
     watched = {ui.user} | {r["log_user"] for r in rows if not r["done"]}
-    return EventStream(lambda emit: table.run(emit, rows, watched))
+    since = request.query_params.get("since", "")
+    return EventStream(lambda emit: table.run(emit, rows, watched, since))
 
 
 class _Table:
@@ -117,11 +118,14 @@ class _Table:
         self.shown: dict[str, str] = {}  # job id -> updated_at of the row the page has
         self.live: set[str] = set()  # rows not ended yet
 
-    async def run(self, emit: Emit, rows: list[dict[str, Any]], users: set[str]) -> None:
+    async def run(self, emit: Emit, rows: list[dict[str, Any]], users: set[str], since: str) -> None:
+        """`since`: when the page was rendered (RFC 3339, which sorts as text)."""
         async with self.ui.hub.lines(users) as lines:
-            for row in rows:  # what changed between the page's rendering and this stream's start
-                self.shown[row["id"]] = ""
+            for row in rows:
+                self.shown[row["id"]] = row["updated_at"]
                 if not row["done"]:
+                    self.live.add(row["id"])
+                if row["updated_at"] >= since:  # changed between the page's rendering and this stream's start
                     await self.show(emit, row)
             while True:
                 changed = await _gather(lines)

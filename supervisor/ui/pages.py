@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from supervisor.errors import NotFound
-from supervisor.models import JobState
+from supervisor.models import JobState, rfc3339
 from supervisor.ui import chart
 from supervisor.ui.daemon_api import segment
 from supervisor.ui.forms import form_fields
@@ -47,7 +47,7 @@ async def jobs(request: Request) -> Response:
         "jobs": page["items"], "next_cursor": page["next_cursor"], "first_page": cursor is None,
         "filters": filters, "states": STATES, "types": [t["name"] for t in types["items"]],
         "limit": page_size(request), "page_sizes": PAGE_SIZES,
-        "show_requestor": shows_requestor(ui, page["items"]),
+        "show_requestor": shows_requestor(ui, page["items"]), "rendered_at": rfc3339(time.time()),
     })
 
 

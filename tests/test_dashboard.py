@@ -149,10 +149,14 @@ def open_page(browser: Browser, ui: Dashboard) -> Page:
     return page
 
 
-def shot(page: Page, name: str) -> None:
+def shot(page: Page, name: str, part: str | None = None) -> None:
+    """The whole page, or the element `part` selects."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    if part:
+        page.locator(part).screenshot(path=str(path))
+    else:
+        page.screenshot(path=str(path), full_page=True)
     print(f"screenshot: {path}")
 
 
@@ -221,7 +225,7 @@ def test_submit_from_the_form_then_progress_and_log_arrive_live(daemon: DaemonPr
         form = page.locator("form[data-type=dash_work]")
         form.locator("[name=items]").fill("8")
         form.locator("[name=delay]").fill("0.6")
-        shot(page, "types")
+        shot(page, "types", "#type-dash_shape")
         form.locator("button[type=submit]").click()
         page.wait_for_url("**/jobs/*")
         job_id = page.url.rsplit("/", 1)[1]
@@ -280,8 +284,9 @@ def test_validation_errors_are_shown_at_their_fields(daemon: DaemonProcess) -> N
         expect(form.locator("[data-field=items] .field-error")).to_contain_text("greater than or equal to 1")
         expect(form.locator("[data-field=delay] .field-error")).to_contain_text("valid number")
         expect(form.locator("[name=items]")).to_have_value("0")  # what was typed stays, to be corrected
+        expect(form.locator("[name=items]")).to_be_focused()  # the first bad field, scrolled into view
         expect(page.locator("form[data-type=dash_shape] .field-error")).to_have_count(0)
-        shot(page, "types-invalid")
+        shot(page, "types-invalid", "#type-dash_work")
         shape = page.locator("form[data-type=dash_shape]")
         shape.locator("[name=name]").fill("Not Lower")
         shape.locator("button[type=submit]").click()

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT, DaemonProcess, wait_until
-from tests.test_security import LocalUser, LocalUsers, as_user, multiuser, shared_base, users, value  # noqa: F401
+from tests.test_security import LocalUser, LocalUsers, as_user, become, multiuser, shared_base, users, value  # noqa: F401
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "tests" / "artifacts" / "dashboard"
@@ -104,9 +104,7 @@ def dashboard_as(user: LocalUser, daemon: DaemonProcess) -> Iterator[Dashboard]:
     if pid == 0:  # the child: never returns into pytest
         try:
             os.close(read_end)
-            os.setgroups(os.getgrouplist(user.name, user.gid))
-            os.setgid(user.gid)
-            os.setuid(user.uid)
+            become(user)
             sys.stdout = open(write_end, "w", buffering=1)
             os.dup2(os.open(errors, os.O_WRONLY | os.O_APPEND), 2)
             server.serve(daemon.socket, 0, open_browser=False)
@@ -223,8 +221,8 @@ def test_submit_from_the_form_then_progress_and_log_arrive_live(daemon: DaemonPr
         page = open_page(browser, ui)
         page.goto(f"{ui.base}/types")
         form = page.locator("form[data-type=dash_work]")
-        form.locator("[name=items]").fill("8")
-        form.locator("[name=delay]").fill("0.6")
+        form.locator("[name=items]").fill("10")
+        form.locator("[name=delay]").fill("0.8")
         shot(page, "types", "#type-dash_shape")
         form.locator("button[type=submit]").click()
         page.wait_for_url("**/jobs/*")
@@ -240,7 +238,7 @@ def test_submit_from_the_form_then_progress_and_log_arrive_live(daemon: DaemonPr
 
         wait_until(moving, timeout=30, what="the progress bar to move")
         expect(page.locator("#log")).to_contain_text("working on item 3", timeout=20_000)
-        expect(page.locator("#status")).to_contain_text("of 8 done")
+        expect(page.locator("#status")).to_contain_text("of 10 done")
         shot(page, "job-running")
         # The jobs page (opened before the job existed) got its row, and sees it through.
         row = jobs_page.locator(f"#job-{job_id}")
@@ -248,8 +246,8 @@ def test_submit_from_the_form_then_progress_and_log_arrive_live(daemon: DaemonPr
         expect(row.locator("progress")).to_be_visible(timeout=10_000)
         shot(jobs_page, "jobs")
         expect(page.locator("#status .state")).to_have_text("succeeded", timeout=30_000)
-        expect(page.locator("#status .result")).to_contain_text('"items": 8')
-        expect(page.locator("#log")).to_contain_text("working on item 8")
+        expect(page.locator("#status .result")).to_contain_text('"items": 10')
+        expect(page.locator("#log")).to_contain_text("working on item 10")
         expect(row.locator(".state")).to_have_text("succeeded", timeout=10_000)
         assert not_reloaded(page) and not_reloaded(jobs_page), "the pages were reloaded"
         assert daemon.client.status(job_id)["state"] == "succeeded"

@@ -95,6 +95,13 @@ def multiuser(users: LocalUsers, shared_base: Path, make_daemon: Callable[..., D
     return start
 
 
+def become(user: LocalUser) -> None:
+    """In a forked child: drop to `user`'s groups, gid and uid, for good."""
+    os.setgroups(os.getgrouplist(user.name, user.gid))
+    os.setgid(user.gid)
+    os.setuid(user.uid)
+
+
 def as_user(user: LocalUser, daemon: DaemonProcess, action: Callable[[Client], Any]) -> dict[str, Any]:
     """Run `action(client)` in a forked child that has become `user`; returns {"value"} or {"error"}."""
     read_end, write_end = os.pipe()
@@ -102,9 +109,7 @@ def as_user(user: LocalUser, daemon: DaemonProcess, action: Callable[[Client], A
     if pid == 0:  # the child: never returns into pytest
         try:
             os.close(read_end)
-            os.setgroups(os.getgrouplist(user.name, user.gid))
-            os.setgid(user.gid)
-            os.setuid(user.uid)
+            become(user)
             try:
                 with Client(daemon.socket) as client:
                     out: dict[str, Any] = {"value": action(client)}

@@ -22,6 +22,7 @@ from supervisor.ui.daemon_api import DaemonApi
 
 _BACKLOG = 1000  # lines a slow page may fall behind by; beyond that it misses some (its periodic refresh catches up)
 _RETRY = 2.0  # seconds before following a user's log again after the daemon went away
+_LINGER = 60.0  # seconds a follower outlives its last page
 
 
 @dataclass
@@ -63,6 +64,13 @@ class UserLogHub:
             return
         follower.subscribers.discard(send)
         if not follower.subscribers:
+            self._tg.start_soon(self._retire, user, follower)
+
+    async def _retire(self, user: str, follower: _Follower) -> None:
+        """Stop following once no page has wanted the log for a while: going from the jobs page to
+        a job and back should not start over (a new follower first reads to the log's end)."""
+        await anyio.sleep(_LINGER)
+        if not follower.subscribers and self._followers.get(user) is follower:
             follower.scope.cancel()
             del self._followers[user]
 

@@ -22,6 +22,7 @@ from supervisor.output import (
     print_json,
     print_status,
     state_exit_code,
+    terminal_safe,
 )
 
 
@@ -297,12 +298,12 @@ def logs(ctx, job_id, follow, as_json) -> None:
     """Print a job's output (stdout and stderr, timestamped)."""
     job_goes_on(ctx, job_id)
     with _client(ctx) as client:
-        chunks = client.follow_log(job_id) if follow else [client.log(job_id)]
+        chunks = client.follow_log(job_id) if follow else client.log_pages(job_id)
         if as_json:
             print_json({"id": job_id, "text": "".join(chunks)})
             return
         for chunk in chunks:
-            click.echo(chunk, nl=False)
+            click.echo(terminal_safe(chunk), nl=False)
 
 
 @main.command()
@@ -506,7 +507,7 @@ def _follow_user_log(client: Any, user: str, as_json: bool) -> None:
     pending = ""
     for chunk in client.follow_user_log(user):
         if not as_json:
-            click.echo(chunk, nl=False)
+            click.echo(terminal_safe(chunk), nl=False)
             continue
         *lines, pending = (pending + chunk).split("\n")
         for line in lines:
@@ -539,7 +540,7 @@ def user_log(ctx, user, follow, as_json) -> None:
             if as_json:
                 lines.extend(text.splitlines())
             else:
-                click.echo(text, nl=False)
+                click.echo(terminal_safe(text), nl=False)
             if next_offset == offset:
                 break
             offset = next_offset

@@ -218,6 +218,17 @@ class Client:
     def log(self, job_id: str, offset: int = 0) -> str:
         return self.request("GET", f"/v1/jobs/{_quoted(job_id)}/log", params={"offset": offset}).text
 
+    def log_pages(self, job_id: str) -> Iterator[str]:
+        """The whole log as it is now, read a page (1 MiB) at a time."""
+        offset = 0
+        while True:
+            resp = self.request("GET", f"/v1/jobs/{job_id}/log", params={"offset": offset})
+            next_offset = int(resp.headers.get("x-log-offset", offset))
+            if next_offset == offset:
+                return
+            yield resp.text
+            offset = next_offset
+
     def follow_log(self, job_id: str, offset: int = 0) -> Iterator[str]:
         return self.stream(f"/v1/jobs/{_quoted(job_id)}/log", {"offset": offset, "follow": "true"})
 

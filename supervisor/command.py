@@ -12,7 +12,7 @@ import signal
 from typing import Any
 
 from supervisor.context import JobContext
-from supervisor.logs import job_line
+from supervisor.logs import MAX_LINE_BYTES, job_line
 from supervisor.reports import signal_name
 
 # The grammar runspace-shim (shim.c) parses too: ASCII whitespace between fields, DONE and
@@ -76,7 +76,8 @@ def relay_command(pid: int, output: int, name: str, ctx: JobContext) -> dict[str
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # blocked by start_command
     try:
         with os.fdopen(output, "rb") as lines:
-            for raw in lines:
+            # A line longer than MAX_LINE_BYTES comes in pieces: never all of it in memory.
+            for raw in iter(lambda: lines.readline(MAX_LINE_BYTES), b""):
                 _handle_line(raw.decode("utf-8", "replace").rstrip("\n"), ctx)
         os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # ended, not reaped: its pid is not reused yet
         reaped = True

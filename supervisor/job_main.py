@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.context import JobContext
-from supervisor.logs import append_line, job_line, user_line
+from supervisor.logs import MAX_LINE_BYTES, append_line, job_line, user_line
 from supervisor.registry import JobType, load_job_type
 from supervisor.runner.files import RunFiles, write_json_atomic
 from supervisor.runner.identity import RunAs, drop_privileges, hand_over, read_root_spec
@@ -42,6 +42,9 @@ class StampedStream(io.TextIOBase):
         with self._lock:
             self._pending += text
             *lines, self._pending = self._pending.split("\n")
+            if len(self._pending) > MAX_LINE_BYTES:  # no newline in sight: out in pieces, not held in memory
+                lines.append(self._pending)
+                self._pending = ""
             if lines:
                 os.write(self._fd, "".join(job_line(line) for line in lines).encode("utf-8", "replace"))
         return len(text)

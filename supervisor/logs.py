@@ -29,16 +29,51 @@ def stamp(ts: float | None = None) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
+MAX_LINE_BYTES = 64 * 1024  # a longer entry is split into lines of at most this (readers read 1 MiB at once)
+CONTINUED = "[continued] "  # starts each line that carries on the entry before it
+# C0 controls but tab, DEL and C1: a job must not move a reader's terminal cursor or forge lines.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+_NAMED = {"\n": "\\n", "\r": "\\r"}
+
+
+def escape_controls(text: str) -> str:
+    """ESC and the other control characters but tab as visible escapes (\\x1b, \\n, \\r)."""
+    return _CONTROL.sub(lambda m: _NAMED.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
+
+
 def one_line(text: str) -> str:
-    return text.rstrip("\n").replace("\r", "\\r").replace("\n", "\\n")
+    return escape_controls(text.rstrip("\n"))
+
+
+def split_entry(text: str, limit: int = MAX_LINE_BYTES) -> list[str]:
+    """One log entry as lines of at most `limit` UTF-8 bytes each (cut between characters);
+    every line after the first starts with CONTINUED."""
+    data = one_line(text).encode("utf-8", "replace")
+    if len(data) <= limit:
+        return [data.decode("utf-8")]
+    pieces, start, room = [], 0, limit
+    while start < len(data):
+        end = min(start + room, len(data))
+        while end < len(data) and data[end] & 0xC0 == 0x80:  # not inside a character
+            end -= 1
+        pieces.append(("" if start == 0 else CONTINUED) + data[start:end].decode("utf-8"))
+        start, room = end, limit - len(CONTINUED)
+    return pieces
+
+
+def _lines(prefix: str, text: str) -> str:
+    room = MAX_LINE_BYTES - len(prefix.encode()) - 1  # a whole line, newline included, fits MAX_LINE_BYTES
+    return "".join(f"{prefix}{piece}\n" for piece in split_entry(text, max(room, 1024)))
 
 
 def job_line(text: str) -> str:
-    return f"{stamp()} {one_line(text)}\n"
+    """Timestamped job-log line(s) for one entry."""
+    return _lines(f"{stamp()} ", text)
 
 
 def user_line(job_id: str, job: str, text: str) -> str:
-    return f"{stamp()} {job_id} {job} {one_line(text)}\n"
+    """User-log line(s) for one entry: each names the job, so readers can filter by it."""
+    return _lines(f"{stamp()} {job_id} {job} ", text)
 
 
 def job_log_path(log_dir: Path, job_id: str) -> Path:
@@ -58,7 +93,10 @@ def append_line(path: Path, line: str) -> None:
         os.close(fd)
 
 
-def read_from(path: Path, offset: int, limit: int = 1 << 20) -> bytes:
+READ_LIMIT = 1 << 20  # bytes a log read returns at most
+
+
+def read_from(path: Path, offset: int, limit: int = READ_LIMIT) -> bytes:
     try:
         with path.open("rb") as f:
             f.seek(offset)

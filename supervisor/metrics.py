@@ -67,3 +67,13 @@ def render_metrics(daemon: Daemon) -> str:
     lines += _family("runspace_daemon_restarts_total", "counter", "Daemon starts after the first on this store.")
     lines.append(f"runspace_daemon_restarts_total {max(daemon.starts - 1, 0)}")
     return "\n".join(lines) + "\n"
+
+
+def render_own_metrics(queued: int | None, running: int) -> str:
+    """A caller who is not an admin: the same gauges, counting only their own jobs."""
+    lines = _family("runspace_queue_depth", "gauge", "Your jobs waiting to run on this host.")
+    if queued is not None:
+        lines.append(f"runspace_queue_depth {queued}")
+    lines += _family("runspace_running", "gauge", "Your jobs running on this host.")
+    lines.append(f"runspace_running {running}")
+    return "\n".join(lines) + "\n"

@@ -6,6 +6,7 @@ Free of click, so the fast path (supervisor.cli_main) prints exactly what the cl
 from __future__ import annotations
 
 import json
+import re
 
 # typing.TYPE_CHECKING without importing typing (2 ms of `runspace status`; supervisor/cli_main.py)
 TYPE_CHECKING = False
@@ -15,6 +16,15 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_TIMED_OUT = 0, 1, 2, 3, 124
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command Ctrl-C ended
 _STATE_EXIT = {"succeeded": EXIT_OK, "timed_out": EXIT_TIMED_OUT, "hung": EXIT_TIMED_OUT}
+
+
+_TERMINAL_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # json imports re anyway
+
+
+def terminal_safe(text: str) -> str:
+    """Log text for a terminal: ESC and the other control characters but tab and newline
+    shown as \\xNN, so a job's output cannot move the cursor or forge lines."""
+    return _TERMINAL_UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def state_exit_code(status: dict[str, Any]) -> int:

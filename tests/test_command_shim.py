@@ -56,7 +56,7 @@ def test_output_progress_and_log_lines(shim_daemon: DaemonProcess) -> None:
     assert (status["progress"], status["total"], status["message"]) == (2, 4, "half  way")
     assert _job_lines(d, status["id"]) == [
         "plain line", "a\\rb", "bad \ufffd cut \ufffd end", "::progress nonsense", "::progress 1_000 4", "for the user",
-        "nul\x00byte", "no newline",
+        "nul\\x00byte", "no newline",
     ]
     lines = _user_lines(d, status)
     assert "progress 2/4: half  way" in lines and "for the user" in lines

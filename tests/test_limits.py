@@ -259,3 +259,68 @@ def test_users_take_turns_and_a_non_admins_priority_orders_only_their_own_jobs(u
     who = ["b" if job_id in (low, *high) else "a" for job_id in order]
     assert who[:6] == ["a", "b", "a", "b", "a", "b"], who  # turns, not bob's priority first
     assert order.index(low) > max(order.index(h) for h in high)  # bob's priority orders bob's jobs
+
+
+# -- output: long lines, control characters ------------------------------------------------
+
+
+def test_a_line_over_64_kib_is_split_and_readers_get_past_it(daemon: DaemonProcess) -> None:
+    status = daemon.wait(daemon.submit("long_lines", {"user": "longuser"})["id"])
+    assert status["state"] == "succeeded", status
+    for path in (daemon.log_dir / "jobs" / f"{status['id']}.log", daemon.log_dir / "users" / "longuser.log"):
+        lines = path.read_bytes().splitlines(keepends=True)
+        assert max(len(line) for line in lines) <= 64 * 1024, path
+        assert any(b"[continued] " in line for line in lines)
+        assert any(line.rstrip().endswith(b" after") for line in lines[-3:])
+    # Through the API, page by page, and through the CLI, the line after the long one is read.
+    text, offset, pages = "", 0, 0
+    while pages < 20:
+        chunk, offset_next = daemon.client.user_log("longuser", offset)
+        text, pages = text + chunk, pages + 1
+        if offset_next == offset:
+            break
+        offset = offset_next
+    assert "long_lines after\n" in text, text[-300:]
+    cli = daemon.cli("user-log", "longuser")
+    assert cli.returncode == 0 and "long_lines after\n" in cli.stdout
+    logs = daemon.cli("logs", status["id"])
+    assert logs.returncode == 0 and logs.stdout.rstrip().endswith("after")
+
+
+def test_control_characters_are_escaped_in_logs_and_cli_output(daemon: DaemonProcess) -> None:
+    status = daemon.wait(daemon.submit("long_lines", {"user": "escuser", "size": 10})["id"])
+    job_log = (daemon.log_dir / "jobs" / f"{status['id']}.log").read_bytes()
+    user_log = (daemon.log_dir / "users" / "escuser.log").read_bytes()
+    for data in (job_log, user_log):
+        assert b"\x1b" not in data and b"\x07" not in data
+    assert b"\\x1b[2J\\x1b[Hforged prompt$ " in job_log
+    assert b"\\x1b]0;title\\x07bell" in user_log
+    for args in (("logs", status["id"]), ("user-log", "escuser")):
+        out = daemon.cli(*args)
+        assert out.returncode == 0 and "\x1b" not in out.stdout and "\\x1b" in out.stdout
+
+
+# -- what other users' jobs reveal ------------------------------------------------------
+
+
+@needs_root
+def test_health_metrics_and_log_sizes_of_others_are_for_admins(users: LocalUsers, multiuser) -> None:
+    d = multiuser(RUNSPACE_ALLOWED_USERS=f"{users.alice.name},{users.bob.name}")
+    alice_job = value(as_user(users.alice, d, lambda c: c.submit("sleep", {"seconds": 30})[1]))
+    wait_until(lambda: d.client.status(alice_job["id"])["state"] == "running", timeout=30)
+
+    def look(c: Client) -> dict[str, Any]:
+        log = c._http.get(f"/v1/users/{users.alice.name}/log")
+        own = c._http.get(f"/v1/users/{users.bob.name}/log")
+        return {"health": c.request("GET", "/healthz").json(), "metrics": c.request("GET", "/metrics").text,
+                "offset": log.headers.get("x-log-offset"), "own_offset": own.headers.get("x-log-offset")}
+
+    bob = value(as_user(users.bob, d, look))
+    assert bob["health"]["running"] == 0 and bob["health"]["queued"] == 0
+    assert "runspace_jobs{" not in bob["metrics"] and "runspace_running 0" in bob["metrics"]
+    assert bob["offset"] is None and bob["own_offset"] is not None
+    alice = value(as_user(users.alice, d, look))
+    assert alice["health"]["running"] == 1
+    admin = d.client.request("GET", "/healthz").json()
+    assert admin["running"] == 1 and "runspace_jobs{" in d.client.request("GET", "/metrics").text
+    d.client.cancel(alice_job["id"])

@@ -8,8 +8,9 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from supervisor.api.deps import CallerDep, DaemonDep
+from supervisor.auth import Caller
 from supervisor.errors import StoreUnavailable
-from supervisor.metrics import render_metrics
+from supervisor.metrics import render_metrics, render_own_metrics
 
 router = APIRouter(tags=["daemon"])
 
@@ -34,13 +35,14 @@ async def job_types(
 
 
 @router.get("/healthz", responses={503: {"description": "The job store is unavailable (named in `problem`)."}})
-async def healthz(daemon: DaemonDep, _: CallerDep) -> JSONResponse:
+async def healthz(daemon: DaemonDep, caller: CallerDep) -> JSONResponse:
+    """Admins see the daemon's counts; anyone else their own jobs' (CONTRACT §12)."""
     problem = daemon.store.problem()
     body = {
         "status": "degraded" if problem else "draining" if daemon.draining else "ok",
         "host_id": daemon.settings.host_id,
-        "running": len(daemon.scheduler.running),
-        "queued": _queued(daemon),
+        "running": _running(daemon, caller),
+        "queued": _queued(daemon, caller),
         "job_types": len(daemon.registry.types),
         "broken_modules": len(daemon.registry.broken),
         "fork_server": _fork_server_state(daemon),
@@ -48,21 +50,30 @@ async def healthz(daemon: DaemonDep, _: CallerDep) -> JSONResponse:
     }
     if problem is None:
         return JSONResponse(body)
-    body |= {"problem": problem, "kept_updates": daemon.store.kept_updates()}
+    body |= {"problem": problem, "kept_updates": daemon.store.kept_updates() if caller.admin else None}
     fault = daemon.store.fault
     return JSONResponse(body, status_code=503, headers={"Retry-After": str(fault.retry_after if fault else 5)})
 
 
-def _queued(daemon: DaemonDep) -> int | None:
+def _running(daemon: DaemonDep, caller: Caller) -> int:
+    running = daemon.scheduler.running.values()
+    return len(running) if caller.admin else sum(1 for run in running if run.rec.requestor == caller.name)
+
+
+def _queued(daemon: DaemonDep, caller: Caller) -> int | None:
+    queue = daemon.scheduler.queue
     try:
-        return len(daemon.scheduler.queue)
+        return len(queue) if caller.admin else queue.queued_by(caller.name)
     except StoreUnavailable:  # a shared queue is counted in the database
         return None
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-async def metrics(daemon: DaemonDep, _: CallerDep) -> PlainTextResponse:
-    return PlainTextResponse(render_metrics(daemon), media_type="text/plain; version=0.0.4")
+async def metrics(daemon: DaemonDep, caller: CallerDep) -> PlainTextResponse:
+    """Admins get every family; anyone else their own queued and running jobs."""
+    text = render_metrics(daemon) if caller.admin else \
+        render_own_metrics(_queued(daemon, caller), _running(daemon, caller))
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 
 def _fork_server_state(daemon: DaemonDep) -> str:

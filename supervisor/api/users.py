@@ -16,7 +16,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from supervisor.api.deps import CallerDep, DaemonDep, OffsetQuery
 from supervisor.auth import Caller
-from supervisor.logs import check_log_user, read_from, user_log_path
+from supervisor.logs import READ_LIMIT, check_log_user, read_from, user_log_path
 from supervisor.store import Store
 
 router = APIRouter(prefix="/v1/users", tags=["logs"])
@@ -48,8 +48,12 @@ def _job_id_of(line: bytes) -> bytes:
 
 
 def complete_lines(data: bytes) -> bytes:
-    """Up to the last newline: a reader never hands out (or filters) half a line."""
+    """Up to the last newline: a reader never hands out (or filters) half a line. A full read
+    without any newline (a line longer than a read, written past runspace's own line split)
+    is handed out as it is, so readers always progress."""
     end = data.rfind(b"\n")
+    if end < 0 and len(data) >= READ_LIMIT:
+        return data
     return data[: end + 1] if end >= 0 else b""
 
 
@@ -92,4 +96,6 @@ async def user_log(
     if follow:
         return StreamingResponse(follow_user_log(path, offset, keep), media_type="text/plain")
     data = complete_lines(read_from(path, offset))
-    return PlainTextResponse(keep(data), headers={"X-Log-Offset": str(offset + len(data))})
+    # Where to go on from is the log's size: another user's business (follow to read on).
+    reader = caller.admin or caller.name == user
+    return PlainTextResponse(keep(data), headers={"X-Log-Offset": str(offset + len(data))} if reader else None)

@@ -16,7 +16,7 @@
  * The progress protocol's grammar (shared with command.py): fields are separated by ASCII
  * whitespace, and DONE and TOTAL are ASCII decimal numbers (or inf, infinity, nan).
  */
-#define PROTOCOL 2
+#define PROTOCOL 3
 
 #define _GNU_SOURCE
 #include <errno.h>
@@ -35,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#define MAX_LINE 65536 /* logs.MAX_LINE_BYTES */
 #define PROGRESS_INTERVAL 0.1 /* at most ten progress reports a second reach the daemon */
 
 struct buf {
@@ -114,11 +115,17 @@ static void add_utf8(struct buf *out, const char *s, size_t n) {
     }
 }
 
-/* logs.one_line: a log entry is one line, so CR and LF are written as \r and \n. */
+/* logs.one_line: a log entry is one line, so CR and LF are written as \r and \n; the other
+ * control characters but tab (C0, DEL, and C1 as UTF-8 C2 80-9F) as \xNN (logs.escape_controls).
+ * `s` is valid UTF-8 (add_utf8 made it so). */
 static void add_one_line(struct buf *out, const char *s, size_t n) {
     for (const char *end = s + n; s < end; s++) {
-        if (*s == '\r') buf_adds(out, "\\r");
-        else if (*s == '\n') buf_adds(out, "\\n");
+        unsigned char c = (unsigned char)*s;
+        if (c == '\r') buf_adds(out, "\\r");
+        else if (c == '\n') buf_adds(out, "\\n");
+        else if ((c < 0x20 && c != '\t') || c == 0x7f) buf_addf(out, "\\x%02x", c);
+        else if (c == 0xC2 && s + 1 < end && (unsigned char)s[1] >= 0x80 && (unsigned char)s[1] <= 0x9F)
+            buf_addf(out, "\\x%02x", (unsigned char)*++s);
         else buf_add(out, s, 1);
     }
 }
@@ -363,6 +370,19 @@ static void relay_output(int fd) {
         }
         pending.len -= start - pending.p;
         memmove(pending.p, start, pending.len);
+        /* No newline in MAX_LINE bytes: out as a line of its own (as command.py's readline
+         * limit does), so a command that never ends a line cannot grow our memory. */
+        while (pending.len > MAX_LINE) {
+            size_t cut = MAX_LINE;
+            while (cut > 0 && ((unsigned char)pending.p[cut] & 0xC0) == 0x80) cut--; /* not inside a character */
+            if (cut == 0) cut = MAX_LINE;
+            struct buf line = {0};
+            add_utf8(&line, pending.p, cut);
+            handle_line(line.p ? line.p : "", line.len);
+            free(line.p);
+            pending.len -= cut;
+            memmove(pending.p, pending.p + cut, pending.len);
+        }
     }
     if (pending.len) { /* a last line without its newline */
         struct buf line = {0};

@@ -360,3 +360,20 @@ def open_fds(params: Value, ctx: JobContext) -> dict:
             continue
         fds.append(int(name))
     return {"fds": sorted(fds)}
+
+
+class Long(BaseModel):
+    user: str
+    size: int = 2 * 2**20
+
+
+@job(log_user="user")
+def long_lines(params: Long, ctx: JobContext) -> dict:
+    """One huge line and a line with terminal escapes, to the job log and the user's log; then `after`."""
+    print("x" * params.size)
+    ctx.log("y" * params.size)
+    print("\x1b[2J\x1b[Hforged prompt$ ")
+    ctx.log("\x1b]0;title\x07bell")
+    print("after")
+    ctx.log("after")
+    return {}

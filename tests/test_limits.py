@@ -24,9 +24,16 @@ from tests.test_security import LocalUsers, as_user, multiuser, needs_root, shar
 from tests.test_tcp import free_port, tokens_file
 
 
+def raw_response(client: Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """Any answer, whatever its status (Client.request raises on errors)."""
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(client.socket_path)), base_url="http://runspace",
+                      timeout=30) as http:
+        return http.request(method, path, **kwargs)
+
+
 def raw(client: Client, method: str, path: str, **kwargs: Any) -> tuple[int, dict[str, Any] | str]:
-    """Status and body of a request, whatever the status (Client.request raises on errors)."""
-    resp = client._http.request(method, path, **kwargs)
+    """Status and body of a request, whatever the status."""
+    resp = raw_response(client, method, path, **kwargs)
     is_json = resp.headers.get("content-type", "").startswith("application/")
     return resp.status_code, resp.json() if is_json else resp.text
 
@@ -99,11 +106,13 @@ def test_connections_per_user_are_capped_and_follows_count(users: LocalUsers, mu
             stream = follow.stream("GET", f"/v1/jobs/{job}/log", params={"follow": "true"})
             stream.__enter__()
             follows.append((follow, stream))
-        status_ok = raw(c, "GET", f"/v1/jobs/{job}")[0]  # the third
-        with socket.socket(socket.AF_UNIX) as extra:  # a fourth is refused with a reason
-            extra.connect(str(d.socket))
-            extra.sendall(http_request(f"/v1/jobs/{job}"))
-            refused = read_response(extra).decode(errors="replace")
+        with socket.socket(socket.AF_UNIX) as third, socket.socket(socket.AF_UNIX) as fourth:
+            third.connect(str(d.socket))
+            third.sendall(http_request(f"/v1/jobs/{job}"))  # answered, and kept open (HTTP/1.1)
+            status_ok = int(read_response(third).split()[1])
+            fourth.connect(str(d.socket))  # over the cap: refused with a reason
+            fourth.sendall(http_request(f"/v1/jobs/{job}"))
+            refused = read_response(fourth).decode(errors="replace")
         for follow, stream in follows:
             stream.__exit__(None, None, None)
             follow.close()
@@ -310,8 +319,8 @@ def test_health_metrics_and_log_sizes_of_others_are_for_admins(users: LocalUsers
     wait_until(lambda: d.client.status(alice_job["id"])["state"] == "running", timeout=30)
 
     def look(c: Client) -> dict[str, Any]:
-        log = c._http.get(f"/v1/users/{users.alice.name}/log")
-        own = c._http.get(f"/v1/users/{users.bob.name}/log")
+        log = raw_response(c, "GET", f"/v1/users/{users.alice.name}/log")
+        own = raw_response(c, "GET", f"/v1/users/{users.bob.name}/log")
         return {"health": c.request("GET", "/healthz").json(), "metrics": c.request("GET", "/metrics").text,
                 "offset": log.headers.get("x-log-offset"), "own_offset": own.headers.get("x-log-offset")}
 

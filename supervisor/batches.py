@@ -26,7 +26,7 @@ from supervisor.models import CallbackPayload, JobError, JobRecord, JobState, rf
 from supervisor.registry import Registry
 from supervisor.store.base import BatchRecord, Store
 from supervisor.store.sql import CALLBACK_PREFIX
-from supervisor.submit import NAME_PATTERN, Priority, SubmitRequest, build_record
+from supervisor.submit import NAME_PATTERN, Priority, StartConditions, SubmitRequest, build_record
 
 if TYPE_CHECKING:
     from supervisor.scheduler import Scheduler
@@ -42,7 +42,9 @@ class CallbackSpec(BaseModel):
     job: str = Field(description="Job type run once per ended item, with a CallbackPayload as params.")
 
 
-class BatchRequest(BaseModel):
+class BatchRequest(StartConditions):
+    """`after` and `not_before` apply to every item (not to the callbacks)."""
+
     model_config = ConfigDict(extra="forbid")
 
     job: str = Field(description="Job type of every item.")
@@ -56,6 +58,8 @@ class BatchRequest(BaseModel):
 
 def batch_request_hash(req: BatchRequest) -> str:
     body = [req.job, req.items, req.callback.job if req.callback else None, req.priority]
+    if req.after or req.not_before:  # only then: batches stored before these fields existed keep their hash
+        body += [req.after, req.not_before.timestamp() if req.not_before else None]
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -88,7 +92,8 @@ def validate_items(registry: Registry, req: BatchRequest, batch_id: str, request
             errors.append(FieldError(["items", index], message_with_input({"msg": "must be an object of params",
                                                                             "input": item})))
             continue
-        sub = SubmitRequest(job=req.job, params=item, priority=req.priority, batch_id=batch_id)
+        sub = SubmitRequest(job=req.job, params=item, priority=req.priority, batch_id=batch_id, after=req.after,
+                            not_before=req.not_before)
         try:
             records.append(build_record(registry, sub, requestor, loc=("items", index)))
         except InvalidParams as exc:

@@ -61,6 +61,42 @@ class _Duration(click.ParamType):
 
 
 DURATION = _Duration()
+
+
+def not_before_of(delay: float | None, at: str | None) -> str | None:
+    """`--in DURATION` or `--at TIME` as an RFC 3339 time (UTC), or None for neither."""
+    from datetime import UTC, datetime, time, timedelta
+
+    if delay is not None and at is not None:
+        raise click.UsageError("give --in or --at, not both")
+    if delay is not None:
+        return (datetime.now(UTC) + timedelta(seconds=delay)).isoformat()
+    if at is None:
+        return None
+    try:  # a time of day: its next occurrence, local time
+        clock = time.fromisoformat(at)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(at)
+        except ValueError:
+            raise click.BadParameter(f"{at!r} is neither a time of day (14:30) nor a date and time "
+                                     "(2026-12-24T18:00, optionally with +01:00)", param_hint="--at") from None
+    else:
+        now = datetime.now().astimezone()
+        moment = datetime.combine(now.date(), clock, tzinfo=clock.tzinfo or now.tzinfo)
+        if moment <= now:
+            moment += timedelta(days=1)
+    return (moment if moment.tzinfo else moment.astimezone()).astimezone(UTC).isoformat()
+
+
+def start_conditions(command: Any) -> Any:
+    """--after ID…, --in DURATION, --at TIME: when a submitted job may start."""
+    command = click.option("--at", "at", metavar="TIME", help="Start at TIME (14:30: its next occurrence, local "
+                           "time; or a date and time, 2026-12-24T18:00).")(command)
+    command = click.option("--in", "delay", type=DURATION, help="Start after this delay (10m, 2h, 90).")(command)
+    return click.option("--after", "after", multiple=True, metavar="ID",
+                        help="Start once job ID succeeded (repeatable); if it ends otherwise, "
+                             "this job is cancelled (dependency_failed).")(command)
 ENDED_STATES = ("succeeded", "failed", "timed_out", "hung", "cancelled", "lost")
 
 
@@ -227,15 +263,20 @@ def daemon(debug: bool) -> None:
 @click.option("--priority", type=int, help="Higher runs first.")
 @click.option("--idempotency-key", help="Resubmitting with the same key returns the same job.")
 @click.option("--json", "as_json", is_flag=True, help="Print the status object as JSON.")
+@start_conditions
 @click.pass_context
-def submit(ctx, job, pairs, params_file, wait, follow, priority, idempotency_key, as_json) -> None:
+def submit(ctx, job, pairs, params_file, wait, follow, priority, idempotency_key, as_json, after, delay, at) -> None:
     """Submit JOB with key=value params.
 
     Prints the job id; with --wait, the result (exit code follows the job)."""
     params = parse_pairs(pairs, params_file)
+    for job_id in after:
+        check_job_id(job_id)
+    not_before = not_before_of(delay, at)
     goes_on(ctx, "the job may have been queued (`runspace list` shows your jobs)")
     with _client(ctx) as client:
-        _, status = client.submit(job, params, wait=wait, priority=priority, idempotency_key=idempotency_key)
+        _, status = client.submit(job, params, wait=wait, priority=priority, idempotency_key=idempotency_key,
+                                  after=list(after) or None, not_before=not_before)
         job_goes_on(ctx, status["id"])
         if follow and not status["done"]:
             from supervisor.progress import follow_progress
@@ -283,8 +324,10 @@ def list_jobs(ctx, state, job, batch_id, limit, cursor, as_json) -> None:
     if as_json:
         print_json(page)
         return
-    for item in page["items"]:
-        click.echo(f"{item['id']}  {item['state']:<10} {item['job']:<20} {item['requested_at']}")
+    from supervisor.auth import user_name
+    from supervisor.jobtable import print_jobs
+
+    print_jobs(page["items"], user_name(os.getuid()))
     if page["next_cursor"]:
         click.echo(f"(more: runspace list --cursor {page['next_cursor']})", err=True)
 
@@ -474,8 +517,9 @@ def read_items(path: str) -> list[dict[str, Any]]:
 @click.option("--batch-id", help="Your id for the batch; resubmitting the same batch returns it.")
 @click.option("--detach", is_flag=True, help="Print the batch id and return without following it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the batch summary as JSON.")
+@start_conditions
 @click.pass_context
-def batch(ctx, job, items_file, callback, batch_id, detach, as_json) -> None:
+def batch(ctx, job, items_file, callback, batch_id, detach, as_json, after, delay, at) -> None:
     """Submit a batch: one JOB per line of FILE.jsonl.
 
     Follows the batch with a progress bar.
@@ -484,9 +528,13 @@ def batch(ctx, job, items_file, callback, batch_id, detach, as_json) -> None:
     every item succeeded, 1 otherwise.
     """
     items = read_items(items_file)
+    for job_id in after:
+        check_job_id(job_id)
+    not_before = not_before_of(delay, at)
     goes_on(ctx, "the batch may have been queued (`runspace list` shows your jobs)")
     with _client(ctx) as client:
-        _, created = client.submit_batch(job, items, callback=callback, batch_id=batch_id)
+        _, created = client.submit_batch(job, items, callback=callback, batch_id=batch_id, after=list(after),
+                                         not_before=not_before)
         goes_on(ctx, f"batch {created['batch_id']} goes on (`runspace list --batch {created['batch_id']}` "
                      "shows its jobs)")
         if detach:

@@ -233,8 +233,8 @@ class Client:
         return self.stream(f"/v1/jobs/{_quoted(job_id)}/log", {"offset": offset, "follow": "true"})
 
     def submit_batch(self, job: str, items: list[dict[str, Any]], callback: str | None = None,
-                     batch_id: str | None = None) -> tuple[int, dict]:
-        body: dict[str, Any] = {"job": job, "items": items}
+                     batch_id: str | None = None, **extra: Any) -> tuple[int, dict]:
+        body: dict[str, Any] = {"job": job, "items": items, **{k: v for k, v in extra.items() if v}}
         if callback:
             body["callback"] = {"job": callback}
         if batch_id:

@@ -132,6 +132,10 @@ class JobStatus(BaseModel):
     priority: int = 0
     attempt: int
     restarted_from: str | None = None
+    after: list[str] = Field(default_factory=list)
+    not_before: str | None = None
+    waiting_for: str | None = None  # queued only: why it has not started (supervisor/waiting.py)
+    queue_position: int | None = None
     pid: int | None = None
     processed_by: str | None = None
     requested_at: str
@@ -172,6 +176,8 @@ class JobStatus(BaseModel):
             priority=rec.priority,
             attempt=rec.attempt,
             restarted_from=rec.restarted_from,
+            after=rec.after_ids,
+            not_before=rfc3339(rec.not_before) if rec.not_before and rec.state == JobState.QUEUED else None,
             pid=rec.pid,
             processed_by=rec.processed_by,
             requested_at=rfc3339(rec.requested_at) or "",

@@ -42,7 +42,8 @@ def print_status(status: dict[str, Any]) -> None:
     if status.get("percent_complete") is not None and not status["done"]:
         line += f"  {status['percent_complete']:g}%"
     lines = [line]
-    for label in ("message", "requested_at", "started_at", "finished_at", "pid", "exit_code", "reason"):
+    for label in ("waiting_for", "queue_position", "message", "requested_at", "started_at", "finished_at", "pid",
+                  "exit_code", "reason", "restarted_from"):
         if status.get(label) is not None:
             lines.append(f"  {label}: {status[label]}")
     if status.get("error"):

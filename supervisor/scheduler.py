@@ -20,12 +20,14 @@ from loguru import logger
 from pydantic import ValidationError
 
 from supervisor.auth import admin_names
+from supervisor.dependencies import DEPENDENCY_FAILED, DependencyView, failed_dependency
 from supervisor.errors import NotAllowed, NotFound, QueueFull, StoreUnavailable
 from supervisor.ids import is_job_id
 from supervisor.metrics import DurationHistogram
 from supervisor.models import JobRecord, JobState, KillReason
 from supervisor.queue import JobQueue, Turns
 from supervisor.queue_control import QueueControl
+from supervisor.waiting import explain
 from supervisor.registry import JobOptions, Registry
 from supervisor.runner.adopt import Leader, ever_ran, find_leaders
 from supervisor.runner.cgroups import JobCgroups, cgroup_kill, process_cgroup
@@ -125,6 +127,9 @@ class Scheduler:
             if not logged:
                 self.s.user_log.event(rec, "queued")
             self.queue.push(rec)
+        self._settle_dependencies([rec for rec in records if rec.after_ids])
+        if any(rec.not_before for rec in records):
+            self.wake()  # the run loop sleeps until the next due time it knows of
         self.dispatch()
 
     def _log_queued(self, records: list[JobRecord]) -> None:
@@ -142,8 +147,10 @@ class Scheduler:
         """Queued jobs go back in the queue; running ones are re-adopted, finished or re-queued."""
         host = self.s.settings.host_id
         self.reload_control()
-        for rec in self.s.store.in_states(JobState.QUEUED):
+        queued = self.s.store.in_states(JobState.QUEUED)
+        for rec in queued:
             self.queue.push(rec)
+        self._settle_dependencies([rec for rec in queued if rec.after_ids])  # ended while we were down
         mine = [rec for rec in self.s.store.in_states(JobState.RUNNING) if rec.processed_by in (None, host)]
         leaders = find_leaders(mine)
         for rec in mine:
@@ -332,9 +339,11 @@ class Scheduler:
         types = self._registry().types
 
         control = self.control
+        dependencies = DependencyView(self.s.store)
 
         def eligible(rec: JobRecord) -> bool:
-            if control.holds(rec.job):  # before its key is noted: a paused job holds up no other type
+            # Before its key is noted: a paused or waiting job holds up no other job.
+            if control.holds(rec.job) or (rec.after_ids and dependencies.waiting_for(rec)):
                 return False
             key = (rec.job, rec.concurrency_key) if rec.concurrency_key is not None else None
             if key in busy_keys:
@@ -360,6 +369,11 @@ class Scheduler:
         self.control = control
         logger.info("queue control: {}", control.model_dump_json())
         self.wake()
+
+    def why_waiting(self, rec: JobRecord) -> tuple[str, int] | None:
+        """(waiting_for, queue_position) of a queued job, for its status."""
+        opts = self.options_of(rec.job)
+        return explain(rec, self.s.store, self.control, opts.concurrency, opts.concurrency_key)
 
     def reload_control(self) -> None:
         """From the store: at start, and when another host of a shared store changed it."""
@@ -497,6 +511,27 @@ class Scheduler:
                 hook(rec)
             except Exception:  # a hook must never stop the scheduler
                 logger.exception("on_finished hook {} failed for job {}", hook, rec.id)
+        if rec.state != JobState.SUCCEEDED:
+            for dependent in self.s.store.dependents_of(rec.id):
+                self._end_dependent(dependent, f"job {rec.id} it was to run after ended {rec.state}")
+
+    # -- dependencies ---------------------------------------------------------------
+
+    def _settle_dependencies(self, records: list[JobRecord]) -> None:
+        """End the jobs among `records` that wait for a job that already ended other than succeeded."""
+        if not records:
+            return
+        states = self.s.store.states_of(sorted({job_id for rec in records for job_id in rec.after_ids}))
+        for rec in records:
+            why = failed_dependency(rec, states)
+            if why is not None:
+                self._end_dependent(rec, why)
+
+    def _end_dependent(self, rec: JobRecord, why: str) -> None:
+        queued = self.queue.remove(rec.id)  # None: started or ended meanwhile (another host's doing)
+        if queued is not None:
+            self._record_end(queued, Outcome(JobState.CANCELLED, reason=DEPENDENCY_FAILED,
+                                             error_type="DependencyFailed", error_message=why))
 
 
 def _our_cgroup_name(name: str) -> bool:

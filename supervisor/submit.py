@@ -7,7 +7,7 @@ import json
 import math
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from supervisor.errors import FieldError, InvalidParams
 from supervisor.ids import new_job_id
@@ -20,7 +20,19 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 Priority = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 
 
-class SubmitRequest(BaseModel):
+JobId = Annotated[str, Field(pattern=r"^[0-9a-f]{20}$")]
+
+
+class StartConditions(BaseModel):
+    """When a submitted job (every item of a batch) may start, besides a free slot."""
+
+    after: list[JobId] = Field(default_factory=list, max_length=100, description=(
+        "Job ids: start once all of them succeeded; if one ends otherwise, this job ends cancelled "
+        "with reason dependency_failed."))
+    not_before: AwareDatetime | None = Field(None, description="RFC 3339 time before which the job does not start.")
+
+
+class SubmitRequest(StartConditions):
     model_config = ConfigDict(extra="forbid")
 
     job: str = Field(description="Job type name, as listed by GET /v1/jobtypes.")
@@ -61,6 +73,8 @@ def build_record(
         idempotency_key=req.idempotency_key,
         request_hash=request_hash(jt.name, req.params) if req.idempotency_key else None,
         max_attempts=1 + opts.retries,
+        after_ids=list(dict.fromkeys(req.after)),
+        not_before=req.not_before.timestamp() if req.not_before else 0.0,
     )
 
 

@@ -258,3 +258,134 @@ def test_only_admins_change_the_queue_everyone_reads_it(users: LocalUsers, multi
     assert denied["error"] == "NotAllowed" and "only admins" in denied["detail"]
     seen = as_user(users.alice, d, lambda c: c.queue())
     assert seen["value"]["paused"] is False and d.client.queue()["paused"] is False
+
+
+# -- after and not_before -------------------------------------------------------------------
+
+
+def _epoch(rfc3339: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
+def test_after_starts_a_job_once_its_dependency_succeeded(start) -> None:
+    d = start()
+    first = d.submit("sleep", {"seconds": 3})["id"]
+    then = d.submit("echo", {"value": "then"}, after=[first])["id"]
+    status = d.client.status(then)
+    assert status["state"] == "queued" and status["after"] == [first]
+    out = d.cli("submit", "echo", "value=too", "--after", first, "--after", then, "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["after"] == [first, then], out.stderr
+    done = d.wait(then)
+    assert done["state"] == "succeeded"
+    assert _epoch(done["started_at"]) >= _epoch(d.client.status(first)["finished_at"])
+
+
+def test_a_dependency_that_fails_cancels_its_dependents_in_a_chain(start) -> None:
+    d = start()
+    first = d.submit("sleep", {"seconds": 30})["id"]
+    second = d.submit("echo", {"value": "2"}, after=[first])["id"]
+    third = d.submit("echo", {"value": "3"}, after=[second])["id"]
+    items = d.client.submit_batch("square", [{"n": 1}, {"n": 2}], after=[first])[1]["job_ids"]
+    assert _still_queued(d, second, 0.5)
+    d.client.cancel(first)
+    for job_id in (second, third, *items):
+        status = d.wait(job_id)
+        assert (status["state"], status["reason"], status["error"]["type"]) == \
+            ("cancelled", "dependency_failed", "DependencyFailed"), status
+    assert first in d.client.status(second)["error"]["message"]
+    late = d.submit("echo", {"value": "late"}, after=[first])  # its dependency ended already
+    assert d.wait(late["id"])["reason"] == "dependency_failed"
+
+
+def test_after_names_jobs_that_exist(start) -> None:
+    d = start()
+    with pytest.raises(InvalidParams, match="does not exist") as err:
+        d.submit("echo", {}, after=["0" * 20])
+    assert err.value.errors[0].loc == ["body", "after", 0]
+    out = d.cli("submit", "echo", "--after", "nope")
+    assert out.returncode == 2 and "not a job id" in out.stderr
+    with pytest.raises(InvalidParams):
+        d.client.submit_batch("square", [{"n": 1}], after=["0" * 20])
+
+
+def test_not_before_delays_the_start_and_is_shown(start) -> None:
+    d = start()
+    out = d.cli("submit", "echo", "value=later", "--in", "2s", "--json")
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout)
+    assert status["state"] == "queued" and status["not_before"] is not None
+    done = d.wait(status["id"])
+    assert done["state"] == "succeeded" and done["not_before"] is None
+    assert _epoch(done["started_at"]) >= _epoch(status["not_before"]) - 0.01
+    at = d.cli("submit", "echo", "--at", "23:59:59", "--json")
+    assert at.returncode == 0 and json.loads(at.stdout)["state"] == "queued", at.stderr
+    both = d.cli("submit", "echo", "--in", "1m", "--at", "14:30")
+    assert both.returncode == 2 and "not both" in both.stderr
+    bad = d.cli("submit", "echo", "--at", "teatime")
+    assert bad.returncode == 2 and "'teatime'" in bad.stderr and "Traceback" not in bad.stderr
+    with pytest.raises(InvalidParams, match="not_before"):
+        d.submit("echo", {}, not_before="tomorrow")
+    with pytest.raises(InvalidParams, match="not_before"):
+        d.submit("echo", {}, not_before="2030-01-01T10:00:00")  # no zone: ambiguous
+
+
+def test_after_and_not_before_survive_a_restart(start, tmp_path: Path) -> None:
+    d = start(tmp_path / "d")
+    first = d.submit("sleep", {"seconds": 30})["id"]
+    waiting = d.submit("echo", {"value": "w"}, after=[first])["id"]
+    delayed = d.submit("echo", {"value": "d"}, not_before="2099-01-01T00:00:00Z")["id"]
+    wait_until(lambda: d.client.status(first)["state"] == "running", timeout=20, what="the first job to start")
+    assert d.stop() == 0
+    d = start(tmp_path / "d")
+    assert d.client.status(waiting)["after"] == [first] and _still_queued(d, waiting)
+    assert d.client.status(delayed)["not_before"].startswith("2099-01-01") and _still_queued(d, delayed, 0.2)
+    d.client.cancel(first)
+    assert d.wait(waiting)["reason"] == "dependency_failed"
+
+
+# -- why a job waits, and the list table ----------------------------------------------------
+
+
+def test_a_queued_job_says_why_it_waits_and_where_it_stands(start, tmp_path: Path) -> None:
+    d = start()
+    record = str(tmp_path / "keyed.log")
+    holder = d.submit("keyed", {"case": "alice", "record": record, "seconds": 30})["id"]
+    wait_until(lambda: d.client.status(holder)["state"] == "running", timeout=20, what="the key holder to start")
+    keyed = d.client.status(d.submit("keyed", {"case": "alice", "record": record})["id"])
+    assert keyed["waiting_for"] == f"key case=alice held by {holder}"
+    first = d.submit("sleep", {"seconds": 30})["id"]
+    wait_until(lambda: d.client.status(first)["state"] == "running", timeout=20, what="the sleep to start")
+    d.cli("parallel", "1", "--job", "sleep")
+    typed = d.client.status(d.submit("sleep", {"seconds": 30})["id"])
+    assert typed["waiting_for"] == "type concurrency 1/1"
+    after = d.client.status(d.submit("echo", {"value": "a"}, after=[first])["id"])
+    assert after["waiting_for"] == f"after {first}"
+    later = d.client.status(d.submit("echo", {"value": "l"}, not_before="2099-01-01T00:00:00Z")["id"])
+    assert later["waiting_for"] == "not before 2099-01-01T00:00:00.000Z"
+    d.cli("parallel", "2")  # two run: keyed holder and the first sleep
+    slot = d.client.status(d.submit("echo", {"value": "s"})["id"])
+    assert slot["waiting_for"] == "slot"
+    positions = [d.client.status(j["id"])["queue_position"] for j in reversed(d.client.list(state="queued")["items"])]
+    assert positions == list(range(1, len(positions) + 1)) and len(positions) == 5
+    d.cli("pause", "echo")
+    assert d.client.status(slot["id"])["waiting_for"] == "paused"
+    shown = d.cli("status", slot["id"])
+    assert "waiting_for: paused" in shown.stdout and "queue_position: 5" in shown.stdout
+    assert d.client.status(holder)["waiting_for"] is None  # running: no reason to give
+
+
+def test_list_is_a_table_with_progress_started_duration_and_a_summary(start) -> None:
+    d = start()
+    done = d.wait(d.submit("echo", {"value": "hello"})["id"])
+    running = d.submit("sleep", {"seconds": 30})["id"]
+    wait_until(lambda: d.client.status(running)["state"] == "running", timeout=20, what="the sleep to start")
+    out = d.cli("list")
+    assert out.returncode == 0, out.stderr
+    header, *rows = out.stdout.splitlines()
+    assert header.split() == ["ID", "TYPE", "STATE", "PROGRESS", "STARTED", "DURATION", "LABEL", "/", "PARAMS"]
+    by_id = {row.split()[0]: row for row in rows}
+    assert "succeeded" in by_id[done["id"]] and "value=hello" in by_id[done["id"]]
+    assert "running" in by_id[running] and "seconds=30" in by_id[running]
+    assert by_id[running].split()[3].count(":") == 2  # started HH:MM:SS, then a duration m:ss

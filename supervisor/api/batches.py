@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from supervisor.api.body import json_body, json_body_schema
 from supervisor.api.deps import CallerDep, CursorQuery, DaemonDep
 from supervisor.batches import Batches, BatchRequest, batch_summary, validate_items
+from supervisor.dependencies import check_after
 from supervisor.errors import Draining, NotFound
 from supervisor.models import JobStatus
 from supervisor.store.base import BatchRecord
@@ -58,6 +59,7 @@ async def submit_batch(
     existing = batches.existing(req, caller.name)
     if existing is not None:
         return _resubmitted(batches, existing)
+    check_after(daemon.store, caller, req.after, ["body", "after"])
     batch = batches.new_batch(req, caller.name)
     # Validation is the costly part (10,000 pydantic validations): off the event loop, so
     # other requests are served meanwhile. Storing and queueing stay on the loop.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -14,6 +14,7 @@ from supervisor.api.body import json_body, json_body_schema
 from supervisor.api.deps import CallerDep, CursorQuery, DaemonDep, OffsetQuery
 from supervisor.auth import Caller
 from supervisor.batches import refuse_joining_a_batch
+from supervisor.dependencies import check_after
 from supervisor.errors import Conflict, Draining, FieldError, InvalidParams, NotFound
 from supervisor.ids import is_job_id
 from supervisor.logs import job_log_path, read_from
@@ -22,15 +23,22 @@ from supervisor.retention import DONE_STATES, purge, remove_job
 from supervisor.store import JobFilter
 from supervisor.submit import NAME_PATTERN, SubmitRequest, build_record, request_hash
 
+if TYPE_CHECKING:
+    from supervisor.daemon import Daemon
+
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+(?:\.\d+)?)")
 _FOLLOW_POLL = 0.2
 
 
-def status_response(rec: JobRecord, status_code: int | None = None) -> JSONResponse:
+def status_response(rec: JobRecord, status_code: int | None = None, daemon: Daemon | None = None) -> JSONResponse:
+    """The status object; a queued job's says why it waits when `daemon` is given."""
     code = status_code or (200 if rec.state.done else 202)
-    body = JobStatus.of(rec).model_dump(mode="json")
-    return JSONResponse(body, status_code=code, headers={"Location": rec.location})
+    status = JobStatus.of(rec)
+    waiting = daemon.scheduler.why_waiting(rec) if daemon is not None else None
+    if waiting is not None:
+        status.waiting_for, status.queue_position = waiting
+    return JSONResponse(status.model_dump(mode="json"), status_code=code, headers={"Location": rec.location})
 
 
 def load_job(daemon: DaemonDep, caller: Caller, job_id: str) -> JobRecord:
@@ -77,13 +85,14 @@ async def submit_job(
         refuse_joining_a_batch(daemon.store, caller.name, req.batch_id)
     rec = _idempotent_match(daemon, caller, req, req.idempotency_key) if req.idempotency_key else None
     if rec is None:
+        check_after(daemon.store, caller, req.after, ["body", "after"])
         rec = build_record(daemon.registry, req, caller.name)
         daemon.scheduler.submit([rec], capped=not caller.admin)
     seconds = wait_seconds(req.wait, wait, prefer, daemon.settings.max_wait)
     if seconds > 0 and not rec.state.done:
         await daemon.scheduler.wait_done(rec.id, seconds)
         rec = daemon.store.get(rec.id) or rec
-    response = status_response(rec, 200 if rec.state.done else 202)  # an idempotent replay of a done job: 200
+    response = status_response(rec, 200 if rec.state.done else 202, daemon)  # a replay of a done job: 200
     if prefer and seconds > 0 and req.wait is None and wait is None:
         response.headers["Preference-Applied"] = f"wait={seconds:g}"  # RFC 7240
     return response
@@ -126,7 +135,7 @@ async def clean_jobs(
 
 @router.get("/{job_id}", response_model=JobStatus)
 async def get_job(job_id: str, daemon: DaemonDep, caller: CallerDep) -> JSONResponse:
-    return status_response(load_job(daemon, caller, job_id), 200)
+    return status_response(load_job(daemon, caller, job_id), 200, daemon)
 
 
 @router.get("/{job_id}/wait", response_model=JobStatus)
@@ -137,7 +146,7 @@ async def wait_job(
     if not rec.state.done:
         await daemon.scheduler.wait_done(job_id, min(timeout, daemon.settings.max_wait))
         rec = daemon.store.get(job_id) or rec
-    return status_response(rec, 200)
+    return status_response(rec, 200, daemon)
 
 
 @router.post("/{job_id}/cancel", response_model=JobStatus)

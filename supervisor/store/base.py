@@ -71,6 +71,14 @@ class Store(Protocol):
 
     def callback_item(self, rec: JobRecord) -> str | None: ...
 
+    def states_of(self, ids: list[str]) -> dict[str, tuple[str, str]]: ...  # id -> (state, requestor)
+
+    def dependents_of(self, job_id: str) -> list[JobRecord]: ...  # queued jobs with job_id in after_ids
+
+    def running_like(self, job: str, key: str | None) -> tuple[int, str | None]: ...  # (running, key holder)
+
+    def queue_position(self, rec: JobRecord) -> int: ...
+
     def delete_jobs(self, ids: list[str]) -> None: ...
 
     def queue_control(self) -> dict[str, Any]: ...

@@ -42,6 +42,7 @@ def record_from_row(row: Mapping[str, Any]) -> JobRecord:
 
 class PostgresStore(SqlStore):
     shared = True  # several daemons use this store at once
+    after_ids_elements = "jsonb_array_elements_text(jobs.after_ids) AS v(value)"
 
     def __init__(self, url: str) -> None:
         self.url = url

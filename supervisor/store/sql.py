@@ -74,6 +74,11 @@ IS_CALLBACK_WITH_ITEM = f"SELECT 1 FROM jobs WHERE id = ? AND {CALLBACK_WITH_ITE
 GET_QUEUE_CONTROL = "SELECT value FROM queue_control WHERE name = 'queue'"
 SET_QUEUE_CONTROL = ("INSERT INTO queue_control (name, value) VALUES ('queue', ?) "
                      "ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+# Why a queued job waits (supervisor/waiting.py) and which jobs wait for another (dependencies.py).
+RUNNING_OF_TYPE = "SELECT count(*) AS n FROM jobs WHERE state = 'running' AND job = ?"
+KEY_HOLDER = "SELECT id FROM jobs WHERE state = 'running' AND job = ? AND concurrency_key = ? LIMIT 1"
+QUEUE_AHEAD = ("SELECT count(*) AS n FROM jobs WHERE state = 'queued' "
+               "AND (priority > ? OR (priority = ? AND seq < ?))")
 _DELETE_CHUNK = 500  # ids per DELETE: far below SQLite's limit on ? parameters
 
 
@@ -133,6 +138,9 @@ def _page(records: list[JobRecord], rows: int, limit: int) -> tuple[list[JobReco
 
 class SqlStore:
     """The Store methods both backends share; subclasses supply the hooks below."""
+
+    # The elements of a JSON array of strings as rows with a column `value` (backends name it differently).
+    after_ids_elements = "json_each(jobs.after_ids) AS v"
 
     def _execute(self, sql: str, args: Sequence[Any] = ()) -> Cursor:
         raise NotImplementedError
@@ -241,6 +249,31 @@ class SqlStore:
         """The batch item whose callback `rec` is, if that item is still stored."""
         row = self._execute(IS_CALLBACK_WITH_ITEM, (rec.id,)).fetchone()
         return (rec.idempotency_key or "").removeprefix(CALLBACK_PREFIX) if row else None
+
+    def states_of(self, ids: list[str]) -> dict[str, tuple[str, str]]:
+        """(state, requestor) of each job found."""
+        found: dict[str, tuple[str, str]] = {}
+        for start in range(0, len(ids), _DELETE_CHUNK):
+            chunk = ids[start:start + _DELETE_CHUNK]
+            rows = self._execute(f"SELECT id, state, requestor FROM jobs WHERE id IN ({marks(len(chunk))})", chunk)
+            found.update({r["id"]: (r["state"], r["requestor"]) for r in rows})
+        return found
+
+    def dependents_of(self, job_id: str) -> list[JobRecord]:
+        """Queued jobs that wait for `job_id` (their after_ids name it)."""
+        rows = self._execute("SELECT * FROM jobs WHERE state = 'queued' AND EXISTS "
+                             f"(SELECT 1 FROM {self.after_ids_elements} WHERE v.value = ?) ORDER BY seq", (job_id,))
+        return [self._record(r) for r in rows]
+
+    def running_like(self, job: str, key: str | None) -> tuple[int, str | None]:
+        """How many jobs of this type run, and which one holds this concurrency key (if any)."""
+        count = int(self._execute(RUNNING_OF_TYPE, (job,)).fetchone()["n"])
+        holder = self._execute(KEY_HOLDER, (job, key)).fetchone() if key is not None else None
+        return count, holder["id"] if holder else None
+
+    def queue_position(self, rec: JobRecord) -> int:
+        """1 + the queued jobs ahead of `rec`: higher priority, or the same and submitted earlier."""
+        return int(self._execute(QUEUE_AHEAD, (rec.priority, rec.priority, rec.seq)).fetchone()["n"]) + 1
 
     def delete_jobs(self, ids: list[str]) -> None:
         with self._transaction():

@@ -1,0 +1,74 @@
+"""`runspace list` as a table (CLI process): id, type, state, progress, started, duration,
+requestor (when someone else's jobs are shown, i.e. to admins), and a label or params summary."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import datetime
+from typing import Any
+
+_SUMMARY_WIDTH = 40
+_STATE_STYLE = {"succeeded": "green", "failed": "red", "timed_out": "red", "hung": "red", "lost": "red",
+                "cancelled": "yellow", "running": "cyan"}
+
+
+def _epoch(rfc3339: str | None) -> float | None:
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp() if rfc3339 else None
+
+
+def started(status: dict[str, Any], now: float) -> str:
+    at = _epoch(status.get("started_at"))
+    if at is None:
+        return ""
+    local = datetime.fromtimestamp(at)
+    return local.strftime("%H:%M:%S" if now - at < 86400 else "%Y-%m-%d %H:%M")
+
+
+def duration(status: dict[str, Any], now: float) -> str:
+    begin = _epoch(status.get("started_at"))
+    if begin is None:
+        return ""
+    seconds = int((_epoch(status.get("finished_at")) or now) - begin)
+    minutes, secs = divmod(max(seconds, 0), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def summary(status: dict[str, Any]) -> str:
+    """The job's label param if it has one, else `key=value, …`; for a queued job, why it waits."""
+    params = status.get("params") or {}
+    label = params.get("label")
+    text = str(label) if isinstance(label, str) and label else ", ".join(
+        f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in params.items())
+    if len(text) > _SUMMARY_WIDTH:
+        text = text[:_SUMMARY_WIDTH - 1] + "…"
+    return text
+
+
+def progress(status: dict[str, Any]) -> str:
+    percent = status.get("percent_complete")
+    return f"{percent:g}%" if percent is not None else ""
+
+
+def print_jobs(items: list[dict[str, Any]], me: str) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    now = time.time()
+    others = any(item["requestor"] != me for item in items)
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name in ("ID", "TYPE", "STATE", "PROGRESS", "STARTED", "DURATION", *(["REQUESTOR"] if others else []),
+                 "LABEL / PARAMS"):
+        table.add_column(name, justify="right" if name in ("PROGRESS", "DURATION") else "left",
+                         no_wrap=name != "LABEL / PARAMS")
+    for item in items:
+        state = item["state"]
+        table.add_row(item["id"], escape(item["job"]), f"[{_STATE_STYLE.get(state, '')}]{state}[/]"
+                      if state in _STATE_STYLE else state, progress(item), started(item, now), duration(item, now),
+                      *([escape(item["requestor"])] if others else []), escape(summary(item)))
+    # Piped: no colours and no wrapping at 80 columns, so scripts and grep see whole lines.
+    console = Console() if sys.stdout.isatty() else Console(width=250, no_color=True, highlight=False)
+    console.print(table)

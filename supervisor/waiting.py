@@ -1,0 +1,40 @@
+"""Why a queued job waits, and where it stands in the queue (daemon process): the `waiting_for`
+and `queue_position` of its status. Read from the store, so on a shared store it counts every host."""
+
+from __future__ import annotations
+
+import time
+
+from supervisor.models import JobRecord, JobState, rfc3339
+from supervisor.queue_control import QueueControl
+from supervisor.store import Store
+
+
+def waiting_for(rec: JobRecord, store: Store, control: QueueControl, declared_limit: int | None,
+                key_param: str | None) -> str:
+    """The first reason that holds, in the order the scheduler applies them."""
+    if control.holds(rec.job):
+        return "paused"
+    if rec.after_ids:
+        states = store.states_of(rec.after_ids)
+        pending = next((job_id for job_id in rec.after_ids
+                        if states.get(job_id, (None, None))[0] != JobState.SUCCEEDED), None)
+        if pending is not None:
+            return f"after {pending}"
+    if rec.not_before > time.time():
+        return f"not before {rfc3339(rec.not_before)}"
+    running_of_type, holder = store.running_like(rec.job, rec.concurrency_key)
+    if rec.concurrency_key is not None and holder is not None:
+        return f"key {key_param or 'key'}={rec.concurrency_key} held by {holder}"
+    limit = control.limit_of(rec.job, declared_limit)
+    if limit and running_of_type >= limit:
+        return f"type concurrency {running_of_type}/{limit}"
+    return "slot"  # no free slot yet, or the next dispatch takes it
+
+
+def explain(rec: JobRecord, store: Store, control: QueueControl, declared_limit: int | None,
+            key_param: str | None) -> tuple[str, int] | None:
+    """(waiting_for, queue_position) of a queued job; None for any other."""
+    if rec.state != JobState.QUEUED:
+        return None
+    return waiting_for(rec, store, control, declared_limit, key_param), store.queue_position(rec)

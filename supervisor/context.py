@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -13,14 +13,22 @@ class Reporter(Protocol):
     def progress(self, done: float, total: float | None, message: str | None) -> None: ...
 
 
-@dataclass
 class JobContext:
-    job_id: str
-    job: str
-    requestor: str
-    log_user: str
-    tmpdir: Path
-    reporter: Reporter
+    """`tmpdir` may be given as a function that makes it: the job's private tmp dir is then
+    made on first use (most jobs never use it, and each directory costs)."""
+
+    def __init__(self, job_id: str, job: str, requestor: str, log_user: str, tmpdir: Path | Callable[[], Path],
+                 reporter: Reporter) -> None:
+        self.job_id, self.job, self.requestor, self.log_user = job_id, job, requestor, log_user
+        self.reporter = reporter
+        self._tmpdir = tmpdir
+
+    @property
+    def tmpdir(self) -> Path:
+        """This job's private directory, removed when the job ends."""
+        if callable(self._tmpdir):
+            self._tmpdir = self._tmpdir()
+        return self._tmpdir
 
     def log(self, msg: str) -> None:
         """Write a line to this job's log and to the unified log of its user."""

@@ -220,10 +220,12 @@ def main(spec: dict[str, Any] | None = None) -> None:
         # Once dropped, linking root's `started` is refused (fs.protected_hardlinks).
         os.close(started)
         started = None
-        hand_over(files.dir, files.tmp, who)
+        hand_over(files.dir, who)
         drop_privileges(who)
-    os.chdir(spec["tmpdir"])
-    ctx = JobContext(spec["id"], spec["job"], spec["requestor"], spec["log_user"], Path(spec["tmpdir"]), reporter)
+    if spec["kind"] == "command":  # the command starts in its tmp dir; a Python job makes it on first use
+        files.make_tmp()
+    os.chdir(files.workdir(spec["kind"]))
+    ctx = JobContext(spec["id"], spec["job"], spec["requestor"], spec["log_user"], files.make_tmp, reporter)
     outcome = run_job(loaded, spec, ctx, files, reporter) if isinstance(loaded, JobType) else loaded
     sys.stdout.flush()
     sys.stderr.flush()

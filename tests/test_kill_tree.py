@@ -64,6 +64,21 @@ def test_tmp_dir_is_private_and_removed(daemon) -> None:
     wait_until(lambda: not tmpdir.exists(), timeout=5, what="the tmp dir to be removed")
 
 
+def test_tmp_dir_is_made_on_first_use_and_tempfile_stays_in_the_run_dir(daemon) -> None:
+    # Issue 22: most jobs never use ctx.tmpdir, and each directory made and removed costs.
+    running = daemon.submit("scratch", {"seconds": 30})
+    run_dir = daemon.state_dir / "run" / running["id"]
+    wait_until(lambda: run_dir.is_dir() and any(p.name.startswith("tmp") and p.is_file() for p in run_dir.iterdir()),
+               timeout=20, what="the job's tempfile in its run dir")
+    assert not (run_dir / "tmp").exists()
+    daemon.client.cancel(running["id"])
+    used = daemon.submit("scratch", {"use_tmpdir": True}, wait=20)["result"]
+    cwd = Path(used["cwd"])
+    assert Path(used["tmpdir"]) == cwd / "tmp" and cwd.parent == daemon.state_dir / "run"
+    assert used["mode"] == "0o700" and Path(used["tempfile"]).parent == cwd == Path(used["tmpdir_env"])
+    wait_until(lambda: not cwd.exists(), timeout=5, what="the run dir with the tempfile and tmp dir to be removed")
+
+
 def test_cancel_of_a_finished_job_is_refused(daemon) -> None:
     status = daemon.submit("echo", {"value": 1}, wait=20)
     with pytest.raises(Conflict):

@@ -206,7 +206,8 @@ def test_job_runs_as_the_requestor_with_groups_home_and_clean_env(users: LocalUs
     assert users.group_gid in got["groups"] and 0 not in got["groups"]
     env = got["env"]
     assert env["HOME"] == alice.home and env["USER"] == env["LOGNAME"] == alice.name
-    assert env["RUNSPACE_JOB_ID"] == status["id"] and env["TMPDIR"] == got["tmpdir"] == got["cwd"]
+    assert env["RUNSPACE_JOB_ID"] == status["id"] and env["TMPDIR"] == got["cwd"]
+    assert Path(got["tmpdir"]) == Path(got["cwd"]) / "tmp"  # made on first use (issue 22), as alice
     assert set(env) <= {"HOME", "USER", "LOGNAME", "PATH", "LANG", "TMPDIR", "RUNSPACE_JOB_ID", TEST_MARKER,
                         "PWD", "LC_CTYPE"}, "nothing else of the daemon's environment may leak"
     assert "NOTIFY_SOCKET" not in env and "RUNSPACE_STATE_DIR" not in env

@@ -103,11 +103,11 @@ def read_root_spec(path: Path) -> dict[str, Any]:
         os.close(fd)
 
 
-def hand_over(run_dir: Path, tmpdir: Path, who: RunAs) -> None:
-    """Give the job user its run dir (progress/result) and tmp dir, and its log on stdout."""
-    for path in (run_dir, tmpdir):
-        os.chown(path, who.uid, who.gid, follow_symlinks=False)
-        os.chmod(path, 0o700, follow_symlinks=False)
+def hand_over(run_dir: Path, who: RunAs) -> None:
+    """Give the job user its run dir (progress/result; its tmp dir is made in it later, as the
+    user), and its log on stdout."""
+    os.chown(run_dir, who.uid, who.gid, follow_symlinks=False)
+    os.chmod(run_dir, 0o700, follow_symlinks=False)
     if stat.S_ISREG(os.fstat(1).st_mode):
         os.fchown(1, who.uid, -1)  # the job log: readable by its user, and by no other user
         os.fchmod(1, 0o640)

@@ -62,13 +62,16 @@ def job_spec(rec: JobRecord, jt: JobType, files: RunFiles, paths: LaunchPaths, c
     }
 
 
-def job_environment(rec: JobRecord, files: RunFiles, run_as: RunAs | None = None) -> dict[str, str]:
+def job_environment(rec: JobRecord, kind: str, files: RunFiles, run_as: RunAs | None = None) -> dict[str, str]:
+    """TMPDIR: a command's tmp dir (its working dir too); a Python job's run dir, which exists
+    from the start, is as private and is removed as well, while ctx.tmpdir is made on first use."""
+    tmpdir = files.workdir(kind)
     if run_as is not None:  # another user's job: a clean, login-like environment
-        env = run_as.environment(files.tmp)
+        env = run_as.environment(tmpdir)
     else:
         env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
     env[ENV_MARKER] = rec.id  # inherited by every descendant: how strays are found
-    env["TMPDIR"] = str(files.tmp)
+    env["TMPDIR"] = str(tmpdir)
     return env
 
 
@@ -76,7 +79,7 @@ def launch(rec: JobRecord, jt: JobType, paths: LaunchPaths, forkserver: ForkServ
     """Start the job; the fork server puts it in a cgroup itself, posix_spawn'ed jobs join one."""
     files = RunFiles.of(paths.state_dir, rec.id)
     log = job_log_path(paths.log_dir, rec.id)
-    env = job_environment(rec, files, paths.run_as)
+    env = job_environment(rec, jt.kind, files, paths.run_as)
     if forkserver is not None and forkserver.ready():
         files.prepare(None)
         try:

@@ -377,3 +377,22 @@ def long_lines(params: Long, ctx: JobContext) -> dict:
     print("after")
     ctx.log("after")
     return {}
+
+
+class Scratch(BaseModel):
+    use_tmpdir: bool = False
+    seconds: float = 0.0
+
+
+@job()
+def scratch(params: Scratch, ctx: JobContext) -> dict:
+    """Where a job starts and where Python's tempfile puts a file; ctx.tmpdir only when asked."""
+    import tempfile
+
+    fd, path = tempfile.mkstemp()
+    os.close(fd)
+    time.sleep(params.seconds)
+    out = {"cwd": os.getcwd(), "tempfile": path, "tmpdir_env": os.environ.get("TMPDIR")}
+    if params.use_tmpdir:
+        out.update(tmpdir=str(ctx.tmpdir), mode=oct(ctx.tmpdir.stat().st_mode & 0o777))
+    return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 from typing import Any
 
@@ -15,6 +16,7 @@ from supervisor.context import JobContext
 from supervisor.logs import MAX_LINE_BYTES, job_line
 from supervisor.reports import signal_name
 
+_MAX_CHUNKS_PER_READ = 16  # 1 MiB of output between two looks at whether the command has exited
 # The grammar runspace-shim (shim.c) parses too: ASCII whitespace between fields, DONE and
 # TOTAL ASCII decimal numbers (or inf, infinity, nan), the rest of the line the message.
 _WS = r"[\t\n\v\f\r\x1c-\x1f ]"
@@ -63,6 +65,63 @@ def start_command(argv: list[str]) -> tuple[int, int]:
     return pid, read_end
 
 
+def _relay_until_exit(pid: int, output: int, ctx: JobContext) -> None:
+    """Output lines until the command's main process exits, then what it wrote before: a
+    background child still holding the pipe is a leftover (the daemon kills it), not the job."""
+    pidfd = os.pidfd_open(pid)
+    os.set_blocking(output, False)
+    poller = select.poll()
+    poller.register(output, select.POLLIN)
+    poller.register(pidfd, select.POLLIN)
+    pending, is_open = b"", True
+    try:
+        while True:
+            ready = {fd for fd, _ in poller.poll()}
+            if is_open:  # after the exit too: the pipe holds all the command wrote before it
+                chunk, is_open = _read_available(output)
+                pending = _handle_lines(pending + chunk, ctx)
+                if not is_open:
+                    poller.unregister(output)
+            if pidfd in ready:
+                break
+    finally:
+        os.close(pidfd)
+        os.close(output)
+    if pending:  # a last line without its newline
+        _handle_line(pending.decode("utf-8", "replace"), ctx)
+
+
+def _handle_lines(data: bytes, ctx: JobContext) -> bytes:
+    """Each whole line of `data`; what is left of a line not ended yet. A line longer than
+    MAX_LINE_BYTES comes in pieces (cut between characters, as shim.c does): never all of it
+    in memory."""
+    *lines, pending = data.split(b"\n")
+    for raw in lines:
+        _handle_line(raw.decode("utf-8", "replace"), ctx)
+    while len(pending) > MAX_LINE_BYTES:
+        cut = MAX_LINE_BYTES
+        while cut > 0 and pending[cut] & 0xC0 == 0x80:  # a UTF-8 continuation byte
+            cut -= 1
+        cut = cut or MAX_LINE_BYTES
+        _handle_line(pending[:cut].decode("utf-8", "replace"), ctx)
+        pending = pending[cut:]
+    return pending
+
+
+def _read_available(fd: int) -> tuple[bytes, bool]:
+    """What the pipe holds now (bounded: a leftover may write without end), and whether it is still open."""
+    chunks: list[bytes] = []
+    for _ in range(_MAX_CHUNKS_PER_READ):
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            break
+        if not chunk:
+            return b"".join(chunks), False
+        chunks.append(chunk)
+    return b"".join(chunks), True
+
+
 def relay_command(pid: int, output: int, name: str, ctx: JobContext) -> dict[str, Any]:
     """The Python relay (runspace-shim does the same in C): the command's output lines to the
     job log, progress and user log, then its outcome."""
@@ -75,10 +134,7 @@ def relay_command(pid: int, output: int, name: str, ctx: JobContext) -> dict[str
     previous = signal.signal(signal.SIGTERM, forward)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # blocked by start_command
     try:
-        with os.fdopen(output, "rb") as lines:
-            # A line longer than MAX_LINE_BYTES comes in pieces: never all of it in memory.
-            for raw in iter(lambda: lines.readline(MAX_LINE_BYTES), b""):
-                _handle_line(raw.decode("utf-8", "replace").rstrip("\n"), ctx)
+        _relay_until_exit(pid, output, ctx)
         os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # ended, not reaped: its pid is not reused yet
         reaped = True
         code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])

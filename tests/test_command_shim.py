@@ -175,3 +175,17 @@ def test_a_shim_others_can_read_is_not_trusted_with_a_run_as_jobs_fds(tmp_path: 
     assert not holds_fds_safely(binary)
     built = native_shim()
     assert built is not None and holds_fds_safely(built), "setup.py installs runspace-shim 0711"
+
+
+def test_a_command_job_ends_when_its_command_exits_not_when_its_output_closes(shim_daemon: DaemonProcess,
+                                                                             tmp_path: Path) -> None:
+    """A background child still holding stdout is a leftover: killed, and the job is over."""
+    d = shim_daemon
+    pidfile = tmp_path / "leftover.pid"
+    status = d.submit("sh_script", {"script": f"sleep 30 & echo $! > {pidfile}; echo hi; printf bye"}, wait=20)
+    assert status["done"], f"still {status['state']} while its background child holds stdout"
+    assert (status["state"], status["exit_code"], status["reason"]) == ("succeeded", 0, None), status
+    assert _job_lines(d, status["id"]) == ["hi", "bye"]
+    leftover = int(pidfile.read_text())
+    wait_until(lambda: not psutil.pid_exists(leftover) or psutil.Process(leftover).status() == psutil.STATUS_ZOMBIE,
+               10, what="the leftover sleep to be killed")

@@ -3,8 +3,8 @@
  * The job process validates the params, builds the argv and starts the command with its stdout
  * and stderr on a pipe, then execs this program in its own place (the command stays its child).
  * It turns each line of the pipe into a timestamped job-log line (fd 1), progress
- * (`::progress DONE TOTAL [message]`) or a user-log line (`::log text`), waits for the command
- * and writes result.json, exactly as the Python relay in supervisor/command.py does. It exists
+ * (`::progress DONE TOTAL [message]`) or a user-log line (`::log text`) until the command exits
+ * (not until the pipe closes: a background child may hold it), and writes result.json, exactly as the Python relay in supervisor/command.py does. It exists
  * for memory: a waiting CPython process dirties ~3 MB of its own, this ~0.1 MB.
  *
  * usage: runspace-shim RESULT PROGRESS EVENTS USER_LOG USER_LOG_FD JOB_ID JOB PID OUTPUT_FD NAME
@@ -16,7 +16,7 @@
  * The progress protocol's grammar (shared with command.py): fields are separated by ASCII
  * whitespace, and DONE and TOTAL are ASCII decimal numbers (or inf, infinity, nan).
  */
-#define PROTOCOL 3
+#define PROTOCOL 4
 
 #define _GNU_SOURCE
 #include <errno.h>
@@ -28,14 +28,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <poll.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #define MAX_LINE 65536 /* logs.MAX_LINE_BYTES */
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434 /* Linux 5.3; the same number on every architecture */
+#endif
 #define PROGRESS_INTERVAL 0.1 /* at most ten progress reports a second reach the daemon */
 
 struct buf {
@@ -351,45 +356,69 @@ static void handle_line(const char *line, size_t n) {
     job_line(line, n);
 }
 
-static void relay_output(int fd) {
+#define MAX_CHUNKS_PER_READ 16 /* 1 MiB of output between two looks at whether the command has exited */
+
+static void handle_bytes(const char *s, size_t n) {
+    struct buf line = {0};
+    add_utf8(&line, s, n);
+    handle_line(line.p ? line.p : "", line.len);
+    free(line.p);
+}
+
+/* Split what was read into lines and handle each; `pending` keeps a line not ended yet. */
+static void add_output(struct buf *pending, const char *chunk, size_t n) {
+    size_t scanned = pending->len; /* bytes before it hold no newline */
+    buf_add(pending, chunk, n);
+    char *start = pending->p, *nl, *from = pending->p + scanned;
+    while ((nl = memchr(from, '\n', pending->len - (size_t)(from - pending->p)))) {
+        handle_bytes(start, nl - start);
+        start = from = nl + 1;
+    }
+    pending->len -= start - pending->p;
+    memmove(pending->p, start, pending->len);
+    /* No newline in MAX_LINE bytes: out as a line of its own (as command.py does), so a
+     * command that never ends a line cannot grow our memory. */
+    while (pending->len > MAX_LINE) {
+        size_t cut = MAX_LINE;
+        while (cut > 0 && ((unsigned char)pending->p[cut] & 0xC0) == 0x80) cut--; /* not inside a character */
+        if (cut == 0) cut = MAX_LINE;
+        handle_bytes(pending->p, cut);
+        pending->len -= cut;
+        memmove(pending->p, pending->p + cut, pending->len);
+    }
+}
+
+/* What the (non-blocking) pipe holds now, bounded: a leftover may write without end. 0 at EOF. */
+static int read_available(int fd, struct buf *pending) {
     static char chunk[65536];
-    struct buf pending = {0};
-    for (;;) {
+    for (int i = 0; i < MAX_CHUNKS_PER_READ; i++) {
         ssize_t n = read(fd, chunk, sizeof chunk);
         if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break; /* EOF: the command and every descendant holding its stdout are done */
-        size_t scanned = pending.len; /* bytes before it hold no newline */
-        buf_add(&pending, chunk, (size_t)n);
-        char *start = pending.p, *nl, *from = pending.p + scanned;
-        while ((nl = memchr(from, '\n', pending.len - (size_t)(from - pending.p)))) {
-            struct buf line = {0};
-            add_utf8(&line, start, nl - start);
-            handle_line(line.p ? line.p : "", line.len);
-            free(line.p);
-            start = from = nl + 1;
-        }
-        pending.len -= start - pending.p;
-        memmove(pending.p, start, pending.len);
-        /* No newline in MAX_LINE bytes: out as a line of its own (as command.py's readline
-         * limit does), so a command that never ends a line cannot grow our memory. */
-        while (pending.len > MAX_LINE) {
-            size_t cut = MAX_LINE;
-            while (cut > 0 && ((unsigned char)pending.p[cut] & 0xC0) == 0x80) cut--; /* not inside a character */
-            if (cut == 0) cut = MAX_LINE;
-            struct buf line = {0};
-            add_utf8(&line, pending.p, cut);
-            handle_line(line.p ? line.p : "", line.len);
-            free(line.p);
-            pending.len -= cut;
-            memmove(pending.p, pending.p + cut, pending.len);
-        }
+        if (n < 0) return 1; /* EAGAIN: nothing more for now */
+        if (n == 0) return 0;
+        add_output(pending, chunk, (size_t)n);
     }
-    if (pending.len) { /* a last line without its newline */
-        struct buf line = {0};
-        add_utf8(&line, pending.p, pending.len);
-        handle_line(line.p, line.len);
-        free(line.p);
+    return 1;
+}
+
+/* Output lines until the command's main process exits, then what it wrote before: a background
+ * child still holding the pipe is a leftover (the daemon kills it), not the job. */
+static void relay_output(int fd, pid_t pid) {
+    struct buf pending = {0};
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0); /* < 0 (an old kernel): until EOF, as before */
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    struct pollfd fds[2] = {{.fd = fd, .events = POLLIN}, {.fd = pidfd, .events = POLLIN}};
+    int open = 1;
+    while (open || pidfd >= 0) {
+        if (poll(fds, 2, -1) < 0) {
+            if (errno == EINTR) continue; /* SIGTERM, forwarded */
+            break;
+        }
+        if (open && !read_available(fd, &pending)) open = 0, fds[0].fd = -1; /* after the exit too */
+        if (pidfd >= 0 && (fds[1].revents & POLLIN)) break;
     }
+    if (pidfd >= 0) close(pidfd);
+    if (pending.len) handle_bytes(pending.p, pending.len); /* a last line without its newline */
     free(pending.p);
 }
 
@@ -492,6 +521,6 @@ int main(int argc, char **argv) {
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    relay_output(output);
+    relay_output(output, pid);
     return report_outcome(pid, argv[10]);
 }

@@ -19,7 +19,7 @@ from supervisor.logs import job_line
 from supervisor.runner.files import RunFiles
 
 _BINARY = Path(__file__).with_name("runspace-shim")
-PROTOCOL = "3"  # shim.c's PROTOCOL: its command line and result format
+PROTOCOL = "4"  # shim.c's PROTOCOL: its command line and result format
 
 
 @dataclass(frozen=True)

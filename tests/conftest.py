@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import pytest
 
@@ -93,6 +94,12 @@ class DaemonProcess:
 
         wait_until(ready, timeout, what="daemon to answer /healthz")
         return self
+
+    def raw(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The answer as it is, errors included (Client.request raises them)."""
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket)), base_url="http://runspace",
+                          timeout=60) as http:
+            return http.request(method, path, **kwargs)
 
     def log(self) -> str:
         return (self.base / "daemon.log").read_text(errors="replace")

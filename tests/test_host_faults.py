@@ -53,13 +53,8 @@ def _fill(disk: Path) -> Path:
     return filler
 
 
-def _raw(d, method: str, path: str, **kwargs):
-    """The answer as it is, errors included (Client.request raises them)."""
-    return d.client._http.request(method, path, **kwargs)
-
-
 def _health(d) -> tuple[int, dict]:
-    answer = _raw(d, "GET", "/healthz")
+    answer = d.raw("GET", "/healthz")
     return answer.status_code, answer.json()
 
 
@@ -84,7 +79,7 @@ def test_a_full_disk_degrades_the_daemon_and_a_job_ending_meanwhile_is_recorded_
     refused = _submit_until_refused(d)
     assert isinstance(refused, NoSpace), refused
     assert "no space" in str(refused)
-    answer = _raw(d, "POST", "/v1/jobs", json={"job": "echo", "params": {}})
+    answer = d.raw("POST", "/v1/jobs", json={"job": "echo", "params": {}})
     assert answer.status_code == 507
     assert answer.headers["content-type"] == "application/problem+json"
     assert int(answer.headers["retry-after"]) > 0

@@ -158,12 +158,6 @@ def test_500_jobs_on_3_hosts_run_exactly_once_when_one_host_is_killed(
     assert hosts_left == 0, "the dead host's lease was not settled"
 
 
-def _answer(d, method: str, path: str, **kwargs) -> tuple[int, dict, dict]:
-    """Status, headers and body as they are (Client.request raises problems)."""
-    resp = d.client._http.request(method, path, **kwargs)
-    return resp.status_code, dict(resp.headers), resp.json()
-
-
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize(("count", "outage"), [(2, 3.0), (3, 20.0)])
 def test_a_database_outage_stops_no_daemon_and_loses_or_doubles_nothing(
@@ -189,8 +183,8 @@ def test_a_database_outage_stops_no_daemon_and_loses_or_doubles_nothing(
         ends = time.monotonic() + outage
         while time.monotonic() < ends:  # under load: every host is asked all the time
             for d in hosts:
-                status, headers, body = _answer(d, "POST", "/v1/jobs", json={"job": "shared_mark", "params": {
-                    "path": str(marks)}})
+                answer = d.raw("POST", "/v1/jobs", json={"job": "shared_mark", "params": {"path": str(marks)}})
+                status, headers, body = answer.status_code, answer.headers, answer.json()
                 seen[status] += 1
                 if status == 503:
                     assert int(headers["retry-after"]) > 0
@@ -198,7 +192,7 @@ def test_a_database_outage_stops_no_daemon_and_loses_or_doubles_nothing(
                     assert "psycopg" not in body["detail"] and "connection" not in body["detail"], body
                 else:
                     ids.append(body["id"])  # taken before the host noticed: it must run too
-                health[_answer(d, "GET", "/healthz")[0]] += 1
+                health[d.raw("GET", "/healthz").status_code] += 1
             time.sleep(0.2)
         assert [d.proc.poll() for d in hosts] == [None] * count, "a daemon died in the outage"
         assert seen[503] > 0 and set(seen) <= {201, 503}, seen
@@ -210,7 +204,7 @@ def test_a_database_outage_stops_no_daemon_and_loses_or_doubles_nothing(
             return n == 0
         wait_until(all_done, 120, interval=0.2, what="every job to end after the outage")
         for d in hosts:
-            wait_until(lambda d=d: _answer(d, "GET", "/healthz")[0] == 200, 30, what="health to recover")
+            wait_until(lambda d=d: d.raw("GET", "/healthz").status_code == 200, 30, what="health to recover")
         rows = dict(_sql(server.url, "SELECT id, state FROM jobs"))
         assert [d.proc.poll() for d in hosts] == [None] * count, "a daemon died after the outage"
 

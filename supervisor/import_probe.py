@@ -12,6 +12,7 @@ it always answers.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import select
@@ -27,14 +28,20 @@ from supervisor.errors import RunspaceError
 from supervisor.jobsource import import_source, read_verified
 from supervisor.registry import JOB_ATTR  # noqa: F401  (pydantic and the decorators, imported once before the forks)
 
+_LIBC = ctypes.CDLL(None)
+_PR_SET_PDEATHSIG = 1
 Report = dict[str, Any]
 Module = tuple[Path, str]  # path, sha256 of the checked source
 
 
-def _import_all(modules: list[Module], report_fd: int) -> None:
+def _import_all(modules: list[Module], report_fd: int, probe_pid: int) -> None:
     """In the forked child: import each verified source in turn, reporting each, then exit."""
     try:
         os.setsid()
+        # Killed with the probe (the daemon kills the probe when it stops during a reload).
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != probe_pid:  # the probe died before that took hold
+            return
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1):  # fd 1 is the probe's answer to the daemon: never the modules' to print on
             os.dup2(devnull, fd)
@@ -96,12 +103,13 @@ def _why_it_ended(ended: os.waitid_result | None, timeout: float) -> str:
 def probe(modules: list[Module], timeout: float) -> Iterator[Report]:
     """One report per module, in order. All are imported in one child, as in the daemon; a
     module that blocks or ends that child is reported so, and a new child goes on after it."""
+    probe_pid = os.getpid()
     while modules:
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(read_end)
-            _import_all(modules, write_end)
+            _import_all(modules, write_end, probe_pid)
         os.close(write_end)
         reports = _Reports(read_end)
         try:

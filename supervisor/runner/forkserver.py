@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import select
+import signal
 import socket
 import sys
 import time
@@ -116,7 +117,8 @@ class ForkServer:
                 message = self._reply()
                 self._ready, self._env = message.get("ready") is True, message.get("environ") or {}
                 _warn_not_preloaded(message.get("not_preloaded") or {})
-            except ForkServerError:
+            except ForkServerError as exc:
+                logger.warning("the fork server ended before it was ready ({}); jobs start with posix_spawn", exc)
                 self._ready = False
             if not self._ready:
                 self.close()
@@ -207,13 +209,20 @@ class ForkServer:
         self._await_exit()
 
     def _await_exit(self) -> None:
-        """Reap the fork server (it exits on EOF within milliseconds), so it never outlives us."""
+        """Reap the fork server (it exits on EOF within milliseconds), so it never outlives us.
+        One still stuck importing a job module never reads that EOF: it is killed."""
         deadline = time.monotonic() + _EXIT_WAIT
-        while self.pid is not None and time.monotonic() < deadline:
+        while self.pid is not None:
             try:
                 if os.waitpid(self.pid, os.WNOHANG)[0] != 0:
                     break
             except ChildProcessError:  # already reaped by the daemon's reaper
+                break
+            if time.monotonic() >= deadline:  # unreaped, so the pid is still our child's
+                logger.warning("the fork server (pid {}) did not exit; killed", self.pid)
+                os.kill(self.pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(self.pid, 0)
                 break
             time.sleep(0.005)
         self.pid = None

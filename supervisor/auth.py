@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from supervisor.errors import NotAllowed, NotAuthenticated, NotFound
 from supervisor.models import JobRecord
+from supervisor.names import user_name
 from supervisor.settings import Settings
 
 
@@ -26,13 +27,6 @@ class Caller:
         if rec is None or not self.may_see(rec):
             raise NotFound(f"no job {job_id}")
         return rec
-
-
-def user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
 
 
 def _groups_of(name: str, uid: int) -> set[str]:

@@ -324,7 +324,7 @@ def list_jobs(ctx, state, job, batch_id, limit, cursor, as_json) -> None:
     if as_json:
         print_json(page)
         return
-    from supervisor.auth import user_name
+    from supervisor.names import user_name
     from supervisor.jobtable import print_jobs
 
     print_jobs(page["items"], user_name(os.getuid()))
@@ -572,7 +572,7 @@ def user_log(ctx, user, follow, as_json) -> None:
     """Print a user's unified log.
 
     USER defaults to you: every job's events and ctx.log lines, one per line."""
-    from supervisor.auth import user_name
+    from supervisor.names import user_name
 
     from supervisor.logs import check_log_user
 
@@ -657,7 +657,7 @@ def run(job, pairs, params_file, debug, as_json) -> None:
 
     Same validation, context and timeout as under the daemon, in this terminal, so
     `breakpoint()` works. Exit code 0 ok, 1 failed, 124 timed out."""
-    from supervisor.auth import user_name
+    from supervisor.names import user_name
     from supervisor.inline import run_inline
 
     if debug:

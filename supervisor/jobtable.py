@@ -53,22 +53,44 @@ def progress(status: dict[str, Any]) -> str:
 
 
 def print_jobs(items: list[dict[str, Any]], me: str) -> None:
+    now = time.time()
+    others = any(item["requestor"] != me for item in items)
+    header = ["ID", "TYPE", "STATE", "PROGRESS", "STARTED", "DURATION", *(["REQUESTOR"] if others else []),
+              "LABEL / PARAMS"]
+    rows = [[item["id"], item["job"], item["state"], progress(item), started(item, now), duration(item, now),
+             *([item["requestor"]] if others else []), summary(item)] for item in items]
+    if sys.stdout.isatty():
+        _print_rich(header, rows)
+    else:  # piped: plain columns, no colours and no wrapping, so scripts and grep see whole lines
+        _print_plain(header, rows)
+
+
+_RIGHT = ("PROGRESS", "DURATION")
+
+
+def _print_plain(header: list[str], rows: list[list[str]]) -> None:
+    """The table rich draws without a box, in plain text: scripts loop on `runspace list`, and
+    importing rich would cost more than the rest of the command (issue 22)."""
+    widths = [max(len(row[n]) for row in [header, *rows]) for n in range(len(header))]
+    for row in [header, *rows]:
+        cells = [cell.rjust(width) if name in _RIGHT else cell.ljust(width)
+                 for name, cell, width in zip(header, row, widths, strict=True)]
+        print("  ".join(cells).rstrip())
+
+
+def _print_rich(header: list[str], rows: list[list[str]]) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    now = time.time()
-    others = any(item["requestor"] != me for item in items)
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for name in ("ID", "TYPE", "STATE", "PROGRESS", "STARTED", "DURATION", *(["REQUESTOR"] if others else []),
-                 "LABEL / PARAMS"):
-        table.add_column(name, justify="right" if name in ("PROGRESS", "DURATION") else "left",
-                         no_wrap=name != "LABEL / PARAMS")
-    for item in items:
-        state = item["state"]
-        table.add_row(item["id"], escape(item["job"]), f"[{_STATE_STYLE.get(state, '')}]{state}[/]"
-                      if state in _STATE_STYLE else state, progress(item), started(item, now), duration(item, now),
-                      *([escape(item["requestor"])] if others else []), escape(summary(item)))
-    # Piped: no colours and no wrapping at 80 columns, so scripts and grep see whole lines.
-    console = Console() if sys.stdout.isatty() else Console(width=250, no_color=True, highlight=False)
-    console.print(table)
+    for name in header:
+        table.add_column(name, justify="right" if name in _RIGHT else "left", no_wrap=name != "LABEL / PARAMS")
+    state_at = header.index("STATE")
+    for row in rows:
+        cells = [escape(cell) for cell in row]
+        style = _STATE_STYLE.get(row[state_at])
+        if style:
+            cells[state_at] = f"[{style}]{row[state_at]}[/]"
+        table.add_row(*cells)
+    Console().print(table)

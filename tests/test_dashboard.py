@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -210,6 +211,16 @@ def test_ui_says_so_when_the_daemon_is_not_there(tmp_path: Path) -> None:
     assert "cannot reach the runspace daemon" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_a_port_in_use_is_one_line(daemon: DaemonProcess) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = daemon.cli("ui", "--no-browser", "--port", str(port))
+    assert done.returncode == 1 and done.stdout == ""
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "Traceback" not in done.stderr
+
+
 # -- in the browser --------------------------------------------------------------------
 
 
@@ -409,6 +420,12 @@ def test_a_page_of_1000_jobs_loads_and_stays_live(daemon: DaemonProcess) -> None
         daemon.client.cancel(last)
         expect(page.locator(f"#job-{last} .state")).to_have_text("cancelled", timeout=15_000)
         assert page.evaluate("document.querySelectorAll('#jobs tbody tr').length") == 1000
+        # A queued job's page says why it waits, where the daemon tells (`waiting_for`).
+        waiting = daemon.client.status(batch["job_ids"][1])
+        page.goto(f"{ui.base}/jobs/{waiting['id']}")
+        if waiting.get("waiting_for"):
+            expect(page.locator("#status .waiting")).to_contain_text(waiting["waiting_for"])
+        shot(page, "job-queued")
 
 
 # -- isolation ---------------------------------------------------------------------------

@@ -90,6 +90,8 @@ class UserLogHub:
                                     pass
                 except RunspaceError as exc:
                     logger.debug(f"following the log of {user}: {exc}")
+                except Exception:  # noqa: BLE001 - a follower's failure must not end the server's task group
+                    logger.exception(f"following the log of {user}")
                 await anyio.sleep(_RETRY)
 
     async def _end_of(self, user: str) -> int:

@@ -386,6 +386,18 @@ def test_every_page_renders_live_where_it_should(daemon: DaemonProcess) -> None:
 
 
 @needs_browser
+def test_a_long_log_opens_at_its_end(daemon: DaemonProcess) -> None:
+    """Over 1 MiB of output (the API's most at once): the page starts with the end, then follows."""
+    job = daemon.wait(daemon.submit("print_lines", {"count": 40_000, "every": 0})["id"], timeout=90)
+    with dashboard(daemon) as ui, chromium() as browser:
+        page = open_page(browser, ui)
+        page.goto(f"{ui.base}/jobs/{job['id']}")
+        expect(page.locator("#log")).to_contain_text("line 39999")
+        expect(page.locator(".note")).to_contain_text("the end of it")
+        assert "Z line 0\n" not in page.locator("#log").text_content()
+
+
+@needs_browser
 def test_paging_through_many_jobs(daemon: DaemonProcess) -> None:
     _, batch = daemon.client.submit_batch("echo", [{"value": i} for i in range(120)])
     wait_until(lambda: daemon.client.batch(batch["batch_id"], limit=0)["done"], timeout=90, what="120 jobs")

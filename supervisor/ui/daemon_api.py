@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from urllib.parse import quote
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +68,9 @@ class DaemonApi:
     async def job(self, job_id: str) -> dict[str, Any]:
         return await self.json("GET", f"/v1/jobs/{segment(job_id)}")
 
-    async def job_log(self, job_id: str) -> tuple[str, int]:
-        resp = await self.request("GET", f"/v1/jobs/{segment(job_id)}/log")
-        return resp.text, int(resp.headers.get("x-log-offset", len(resp.content)))
+    async def job_log(self, job_id: str, offset: int = 0) -> tuple[str, int]:
+        resp = await self.request("GET", f"/v1/jobs/{segment(job_id)}/log", params={"offset": offset})
+        return resp.text, int(resp.headers.get("x-log-offset", offset + len(resp.content)))
 
     async def user_log(self, user: str, offset: int = 0) -> tuple[str, int]:
         resp = await self.request("GET", f"/v1/users/{segment(user)}/log", params={"offset": offset})
@@ -97,3 +97,18 @@ class DaemonApi:
                     yield text
         except _UNREACHABLE as exc:
             raise DaemonUnreachable.at(self.socket_path, exc) from None
+
+
+async def read_tail(read: Callable[[int], Awaitable[tuple[str, int]]], keep: int) -> tuple[str, int, bool]:
+    """The last `keep` characters of a log, the offset where it ends now, and whether anything
+    before them was left out. The API hands a log out 1 MiB at a time from an offset, so the
+    end is found by reading on until nothing comes."""
+    offset, tail, cut = 0, "", False
+    while True:
+        text, next_offset = await read(offset)
+        if next_offset == offset:
+            return tail, offset, cut
+        tail += text
+        if len(tail) > keep:
+            tail, cut = tail[len(tail) - keep:], True
+        offset = next_offset

@@ -93,6 +93,12 @@ async def _keepalive(out: MemoryObjectSendStream[bytes]) -> None:
         await out.send(b": keepalive\n\n")
 
 
+def _offset(request: Request) -> int:
+    """Where the page's copy of a log ends (the page put it in the stream's URL)."""
+    raw = request.query_params.get("offset", "")
+    return int(raw) if raw.isdigit() else 0
+
+
 # -- the jobs table ---------------------------------------------------------------------
 
 
@@ -117,6 +123,7 @@ class _Table:
         self.show_requestor = show_requestor
         self.shown: dict[str, str] = {}  # job id -> updated_at of the row the page has
         self.live: set[str] = set()  # rows not ended yet
+        self.ignored: set[str] = set()  # new jobs this page's filters leave out: not asked about again
 
     async def run(self, emit: Emit, rows: list[dict[str, Any]], users: set[str], since: str) -> None:
         """`since`: when the page was rendered (RFC 3339, which sorts as text)."""
@@ -132,7 +139,7 @@ class _Table:
                 if changed is None:
                     await self.catch_up(emit)
                 for job_id in changed or ():
-                    if job_id in self.shown or self.accepts_new:
+                    if job_id in self.shown or (self.accepts_new and job_id not in self.ignored):
                         try:
                             await self.show(emit, await self.ui.api.job(job_id))
                         except NotFound:  # removed meanwhile, or a line about a job we may not see
@@ -150,6 +157,7 @@ class _Table:
     async def show(self, emit: Emit, status: dict[str, Any]) -> None:
         is_new = status["id"] not in self.shown
         if is_new and not self._matches(status):
+            self.ignored.add(status["id"])
             return
         self.shown[status["id"]] = status["updated_at"]
         (self.live.discard if status["done"] else self.live.add)(status["id"])
@@ -179,7 +187,7 @@ async def job(request: Request) -> EventStream:
     """The job's log as it grows and its status box as it changes; ends once the job has."""
     ui = ui_state(request)
     job_id = request.path_params["job_id"]
-    offset = int(request.query_params.get("offset", "0") or 0)
+    offset = _offset(request)
     status = await ui.api.job(job_id)
     box = _StatusBox(ui, status, can_restart=await ui.api.has("/v1/jobs/{job_id}/restart"))
 
@@ -234,7 +242,7 @@ class _StatusBox:
 async def user_log(request: Request) -> EventStream:
     ui = ui_state(request)
     user = request.query_params.get("user") or ui.user
-    offset = int(request.query_params.get("offset", "0") or 0)
+    offset = _offset(request)
 
     async def follow(emit: Emit) -> None:
         async for text in ui.api.follow_user_log(user, offset):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from dataclasses import dataclass, field
 
 import anyio
@@ -18,7 +19,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from loguru import logger
 
 from supervisor.errors import RunspaceError
-from supervisor.ui.daemon_api import DaemonApi
+from supervisor.ui.daemon_api import DaemonApi, read_tail
 
 _BACKLOG = 1000  # lines a slow page may fall behind by; beyond that it misses some (its periodic refresh catches up)
 _RETRY = 2.0  # seconds before following a user's log again after the daemon went away
@@ -78,7 +79,8 @@ class UserLogHub:
         with follower.scope:
             while True:
                 try:
-                    offset = await self._end_of(user)
+                    # From where the log ends now: new lines are what the pages want.
+                    _, offset, _ = await read_tail(partial(self._api.user_log, user), 0)
                     pending = ""
                     async for text in self._api.follow_user_log(user, offset):
                         *complete, pending = (pending + text).split("\n")
@@ -93,16 +95,6 @@ class UserLogHub:
                 except Exception:  # noqa: BLE001 - a follower's failure must not end the server's task group
                     logger.exception(f"following the log of {user}")
                 await anyio.sleep(_RETRY)
-
-    async def _end_of(self, user: str) -> int:
-        """Where the log ends now: new lines are what the pages want (the API reads 1 MiB at a time)."""
-        offset = 0
-        while True:
-            _, next_offset = await self._api.user_log(user, offset)
-            if next_offset == offset:
-                return offset
-            offset = next_offset
-
 
 def job_id_of(line: str) -> str | None:
     fields = line.split(" ", 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 from starlette.requests import Request
@@ -11,14 +12,14 @@ from starlette.responses import RedirectResponse, Response
 from supervisor.errors import NotFound
 from supervisor.models import JobState, rfc3339
 from supervisor.ui import chart
-from supervisor.ui.daemon_api import segment
+from supervisor.ui.daemon_api import read_tail, segment
 from supervisor.ui.forms import form_fields
 from supervisor.ui.state import UiState, render, ui_state
 from supervisor.ui.view import epoch
 
 STATES = [str(s) for s in JobState]
 PAGE_SIZES = (50, 200, 1000)
-_LOG_TAIL = 256 * 1024  # bytes of a log a page starts with; the rest is a click away in the CLI
+_LOG_TAIL = 256 * 1024  # characters of a log a page starts with: its end (the CLI prints it all)
 _CHART_PAGES = 5  # pages of 1,000 jobs read for the chart: the last hour of a busy host, bounded
 
 
@@ -56,12 +57,10 @@ async def job(request: Request) -> Response:
     job_id = request.path_params["job_id"]
     status = await ui.api.job(job_id)
     try:
-        text, offset = await ui.api.job_log(job_id)
-        log_note = ""
+        text, offset, cut = await read_tail(partial(ui.api.job_log, job_id), _LOG_TAIL)
+        log_note = f"the end of it; `runspace logs {job_id}` prints it all" if cut else ""
     except NotFound as exc:  # a shared store's job that ran on another host keeps its log there
         text, offset, log_note = "", 0, exc.detail
-    if len(text) > _LOG_TAIL:
-        text, log_note = text[-_LOG_TAIL:], f"the last {_LOG_TAIL // 1024} KiB; `runspace logs {job_id}` prints it all"
     return render(request, "job.html", {
         "job": status, "log": text, "log_offset": offset, "log_note": log_note,
         "can_restart": await ui.api.has("/v1/jobs/{job_id}/restart"),
@@ -101,16 +100,9 @@ async def batch(request: Request) -> Response:
 async def user_log(request: Request) -> Response:
     ui = ui_state(request)
     user = request.query_params.get("user") or ui.user
-    offset, chunks = 0, []
-    while True:
-        text, next_offset = await ui.api.user_log(user, offset)
-        chunks.append(text)
-        if next_offset == offset:
-            break
-        offset = next_offset
-    text = "".join(chunks)
-    if len(text) > _LOG_TAIL:
-        text = text[text.index("\n", len(text) - _LOG_TAIL) + 1:]
+    text, offset, cut = await read_tail(partial(ui.api.user_log, user), _LOG_TAIL)
+    if cut:  # from the first whole line
+        text = text[text.find("\n") + 1:]
     return render(request, "userlog.html", {"log_user": user, "log": text, "log_offset": offset})
 
 

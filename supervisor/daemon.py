@@ -166,7 +166,7 @@ class Daemon:
                             events_path, self.forkserver, shim)
         cluster = self._cluster(raw_store)
         self.scheduler = Scheduler(services, lambda: self.registry, self.store.wrap(cluster.queue) if cluster else None)
-        self.store.on_recovered.append(self.scheduler.wake)
+        self.store.on_recovered.append(self.scheduler.on_store_recovered)
         if cluster:
             cluster.join()  # renew the lease before re-adopting, so no survivor settles those jobs
         self.scheduler.recover()  # first: every spare cgroup it finds then is an earlier fork server's

@@ -80,6 +80,7 @@ class Scheduler:
         self._tg: TaskGroup | None = None
         self._adopted: list[tuple[int, RunningJob]] = []
         self._trash = Trash(services.settings.state_dir)
+        self._unrecorded: dict[str, RunFiles] = {}  # run dirs of ended jobs whose end the store has not taken yet
         self.stats: Counter[str] = Counter()
         self.durations = DurationHistogram()
         # Called with each job's final record after it is persisted (batch callbacks hook in here).
@@ -453,8 +454,23 @@ class Scheduler:
         if self.s.cgroups and run.tree.cgroup:
             self.s.cgroups.remove(run.tree.cgroup)
         if run.rec.state.done:  # a retry has removed the run dir already, before re-queueing
-            self._trash.put(run.files)
+            self._discard_run_dir(run)
         self.dispatch()
+
+    def _discard_run_dir(self, run: RunningJob) -> None:
+        """Once the job's end is in the store: until then its result.json is the only record of
+        it that outlives this daemon (the next start reads it there)."""
+        if self.s.store.is_kept(run.rec.id):
+            self._unrecorded[run.rec.id] = run.files
+        else:
+            self._trash.put(run.files)
+
+    def on_store_recovered(self) -> None:
+        for job_id, files in list(self._unrecorded.items()):
+            if not self.s.store.is_kept(job_id):
+                del self._unrecorded[job_id]
+                self._trash.put(files)
+        self.wake()
 
     async def _empty_trash(self) -> None:
         while True:

@@ -77,7 +77,8 @@ class DaemonProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.client = Client(self.socket)
 
-    def start(self, timeout: float = 20.0) -> DaemonProcess:
+    def start(self, timeout: float = 20.0, health: int = 200) -> DaemonProcess:
+        """Start, and wait until /healthz answers `health` (503: a daemon started degraded)."""
         stderr = open(self.base / "daemon.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "supervisor", "daemon", "--debug"],
                                      env=self.env, stdout=stderr, stderr=stderr, cwd=self.base)
@@ -88,11 +89,11 @@ class DaemonProcess:
             if self.proc.poll() is not None:
                 pytest.fail(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                return self.client.request("GET", "/healthz").status_code == 200
-            except Exception:
+                return self.raw("GET", "/healthz").status_code == health
+            except httpx.TransportError:
                 return False
 
-        wait_until(ready, timeout, what="daemon to answer /healthz")
+        wait_until(ready, timeout, what=f"daemon to answer /healthz with {health}")
         return self
 
     def raw(self, method: str, path: str, **kwargs: Any) -> httpx.Response:

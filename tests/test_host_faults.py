@@ -106,6 +106,30 @@ def test_a_full_disk_degrades_the_daemon_and_a_job_ending_meanwhile_is_recorded_
     assert never_ran == []
 
 
+def test_a_daemon_restarted_on_a_full_disk_starts_degraded_and_loses_no_job_that_ended(
+        make_daemon, small_disk: Path, tmp_path: Path) -> None:
+    d = make_daemon(RUNSPACE_STORE=str(small_disk / "runspace.db"), RUNSPACE_MAX_CONCURRENCY="1")
+    gate, ledger = tmp_path / "gate", tmp_path / "ledger"
+    job = d.submit("gated", {"gate": str(gate), "ledger": str(ledger)})
+    wait_until(lambda: d.client.status(job["id"])["state"] == "running", 15, what="the gated job to run")
+    filler = _fill(small_disk)
+    _submit_until_refused(d)
+    gate.touch()
+    wait_until(lambda: d.client.status(job["id"])["done"], 15, what="the job's end to be seen")
+
+    d.stop()  # its end is still only in memory: the run dir must outlive this daemon
+    assert "1 job update(s) not written" in d.log()
+    d.start(health=503)  # on a disk still full: it starts, degraded
+    assert d.client.status(job["id"])["state"] == "succeeded"
+    filler.unlink()
+    wait_until(lambda: _health(d)[0] == 200, 30, what="/healthz to recover")
+    d.stop()
+    d.start()
+    final = d.client.status(job["id"])
+    assert (final["state"], final["reason"], final["attempt"]) == ("succeeded", None, 1), final
+    assert len(ledger.read_text().splitlines()) == 1, "the job ran again"
+
+
 @pytest.mark.parametrize("how", ["deleted", "replaced"])
 def test_a_store_file_deleted_or_replaced_under_the_daemon_is_noticed(make_daemon, tmp_path: Path,
                                                                       how: str) -> None:

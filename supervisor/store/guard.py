@@ -114,6 +114,10 @@ class StoreGuard:
     def kept_updates(self) -> int:
         return len(self._kept)
 
+    def is_kept(self, job_id: str) -> bool:
+        """An update of this job waits in memory for the store."""
+        return job_id in self._kept
+
     def _fail(self, fault: StoreUnavailable, cause: BaseException | None) -> None:
         if self.fault is None or type(self.fault) is not type(fault) or self.fault.detail != fault.detail:
             logger.error("job store degraded: {}{}; running jobs stay supervised and their ends are kept until "
@@ -166,6 +170,13 @@ class StoreGuard:
             self._kept[rec.id] = (rec, {*fields, *(kept[1] if kept else ())})
 
     def close(self) -> None:
+        """A last try at what is kept; what still cannot be written is read again at the next
+        start from the jobs' run dirs (the scheduler keeps those until the store has their end)."""
+        if self._kept:
+            self._try_recover()
+        if self._kept:
+            logger.error("job store still unavailable at exit: {} job update(s) not written; the next start "
+                         "records those jobs from their run dirs", len(self._kept))
         self._store.close()
 
     def get(self, job_id: str) -> JobRecord | None:

@@ -20,7 +20,11 @@ from pathlib import Path
 import pytest
 
 from supervisor.errors import NotFound
+from supervisor.import_probe import probe
+from supervisor.jobsource import ModuleChanged
+from supervisor.registry import load_job_type, preload_job_types
 from supervisor.runner.files import ENV_MARKER, MARKER_PLACEHOLDER
+from supervisor.trust import Trust
 from tests.conftest import TEST_JOBS, DaemonProcess, wait_until
 from tests.test_security import LocalUsers, users  # noqa: F401  (the fixture)
 
@@ -115,6 +119,21 @@ def test_a_job_runs_the_checked_source_or_refuses_the_changed_file(tmp_path: Pat
     assert big["error"]["type"] == "ModuleChanged" and str(module) in big["error"]["message"]
     assert "changed since the daemon checked it" in big["error"]["message"]
     assert not proof.exists(), "the rewritten module ran"
+
+
+def test_every_importer_refuses_a_source_changed_since_the_check(tmp_path: Path) -> None:
+    """The fork server's preload, a job's own import and the import probe each get the hash
+    the check saw, and name the file when it no longer matches."""
+    module = _write(tmp_path / "unit.py", "integrity_unit", "checked")
+    checked = Trust.of_admins([]).check_module(module)
+    assert b"checked" in checked.source
+    _write(module, "integrity_unit", "changed")
+    for importer in (lambda: preload_job_types(module, checked.sha256),
+                     lambda: load_job_type(module, "integrity_unit", checked.sha256)):
+        with pytest.raises(ModuleChanged, match=f"{module} changed since the daemon checked it"):
+            importer()
+    [report] = probe([(module, checked.sha256)], timeout=30)
+    assert report["error"].startswith("ModuleChanged") and str(module) in report["error"]
 
 
 # -- 3, 4: ACLs, a sticky job directory, bytecode caches -------------------------------

@@ -217,3 +217,21 @@ def test_a_timeout_due_when_the_daemon_resumes_does_not_claim_a_job_that_already
     outcome = anyio.run(supervised)
     assert kills == []
     assert (outcome.state, outcome.result, outcome.reason, outcome.killed_at) == (JobState.SUCCEEDED, 7, None, None)
+
+
+def test_an_immutable_shm_file_degrades_the_store_instead_of_crashing_the_daemon(daemon) -> None:
+    """SQLite writes its -shm through a mapping: `chattr +i` on it makes the next write a SIGBUS."""
+    shm = daemon.state_dir / "runspace.db-shm"
+    frozen = subprocess.run(["chattr", "+i", str(shm)], capture_output=True, text=True)
+    if frozen.returncode != 0:
+        pytest.skip(f"chattr +i is not possible here: {frozen.stderr.strip()}")
+    try:
+        status, body = _health(daemon)
+        assert status == 503 and "immutable" in body["problem"] and str(shm) in body["problem"]
+        with pytest.raises(StoreUnavailable, match="chattr -i"):
+            daemon.client.submit("echo", {"value": 1})
+        assert daemon.proc.poll() is None
+    finally:
+        subprocess.run(["chattr", "-i", str(shm)], capture_output=True)
+    wait_until(lambda: _health(daemon)[0] == 200, 15, what="the store to recover")
+    assert daemon.wait(daemon.submit("echo", {"value": 2})["id"])["state"] == "succeeded"

@@ -15,8 +15,10 @@ logged once, and puts the daemon in degraded mode until a probe with backoff suc
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import errno
+import fcntl
 import functools
 import os
 import sqlite3
@@ -40,6 +42,7 @@ _WRITES = frozenset({"insert", "insert_batch", "delete_batch", "delete_empty_bat
 # Calls that never reach the store (the shared queue's push: the row is the queue): never refused.
 _LOCAL = frozenset({"push"})
 _PROBE_COUNTER = "store_probes"  # a counter row a probe bumps: the smallest real write
+_FS_IOC_GETFLAGS, _FS_IMMUTABLE_FL, _FS_APPEND_FL = 0x80086601, 0x10, 0x20  # linux/fs.h
 
 
 def classify(exc: BaseException, file: Path | None = None) -> StoreUnavailable | None:
@@ -85,6 +88,26 @@ def _file_identity(file: Path | None) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return st.st_dev, st.st_ino
+
+
+def _frozen_files(file: Path) -> list[Path]:
+    """The store's files (the database, its -wal and -shm) that `chattr +i` or `+a` froze."""
+    frozen = []
+    for path in (file, file.with_name(file.name + "-wal"), file.with_name(file.name + "-shm")):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            flags = array.array("i", [0])
+            fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags, True)
+        except OSError:  # a file system without these flags (tmpfs)
+            continue
+        finally:
+            os.close(fd)
+        if flags[0] & (_FS_IMMUTABLE_FL | _FS_APPEND_FL):
+            frozen.append(path)
+    return frozen
 
 
 class StoreGuard:
@@ -196,18 +219,27 @@ class StoreGuard:
                 self._try_recover()
 
     def _check_file(self) -> None:
+        fault = self._file_problem()
+        if fault is not None:
+            self._fail(fault, None)
+
+    def _file_problem(self) -> StoreUnavailable | None:
         if self._file is None:
-            return
+            return None
         now = _file_identity(self._file)
-        if now == self._identity:
-            return
-        what = "deleted" if now is None else "replaced by another file"
-        self._fail(StoreUnavailable(f"the job store file {self._file} was {what} while the daemon ran; it refuses "
-                                    "to write elsewhere: put the file back or restart the daemon"), None)
+        if now != self._identity:
+            what = "deleted" if now is None else "replaced by another file"
+            return StoreUnavailable(f"the job store file {self._file} was {what} while the daemon ran; it refuses "
+                                    "to write elsewhere: put the file back or restart the daemon")
+        frozen = _frozen_files(self._file)
+        if frozen:  # a write through SQLite's mapping of an immutable -shm is a SIGBUS, not an error
+            return StoreUnavailable(f"{frozen[0]} is immutable or append-only (chattr); the job store cannot be "
+                                    f"written until `chattr -i -a {frozen[0]}`")
+        return None
 
     def _try_recover(self) -> None:
-        if _file_identity(self._file) != self._identity:
-            return  # only putting the file back (or a restart) clears this
+        if self._file_problem() is not None:
+            return  # only the file put back (or made writable again), or a restart, clears this
         kept = len(self._kept)
         try:
             self._store.bump_counter(_PROBE_COUNTER)

@@ -9,7 +9,7 @@ import time
 import anyio
 from loguru import logger
 
-from supervisor.errors import Conflict
+from supervisor.errors import Conflict, StoreUnavailable
 from supervisor.logs import job_log_path
 from supervisor.models import JobRecord, JobState
 from supervisor.runner.files import RunFiles
@@ -61,6 +61,8 @@ async def keep_finished(store: Store, settings: Settings) -> None:
     while True:
         try:
             removed = await purge(store, settings, time.time() - keep)
+        except StoreUnavailable as exc:  # the guard has said so in the log already: next round
+            logger.warning("retention: skipped this round ({})", exc)
         except Exception:  # a store error (disk full, database gone) must not end the daemon: next round
             logger.exception("retention: could not remove ended jobs")
         else:

@@ -68,12 +68,19 @@ def _submit_until_refused(d) -> Exception:
     pytest.fail("the full store accepted 2,000 submissions")
 
 
-def test_a_full_disk_degrades_the_daemon_and_a_job_ending_meanwhile_is_recorded_later(
-        make_daemon, small_disk: Path, tmp_path: Path) -> None:
+def _gated_job_on_a_small_disk(make_daemon, small_disk: Path, tmp_path: Path):
+    """A daemon whose store is on the small disk, running one job that ends once `gate` exists
+    (it appends a line to `ledger` first: how many times it ran)."""
     d = make_daemon(RUNSPACE_STORE=str(small_disk / "runspace.db"), RUNSPACE_MAX_CONCURRENCY="1")
     gate, ledger = tmp_path / "gate", tmp_path / "ledger"
     job = d.submit("gated", {"gate": str(gate), "ledger": str(ledger)})
     wait_until(lambda: d.client.status(job["id"])["state"] == "running", 15, what="the gated job to run")
+    return d, job, gate, ledger
+
+
+def test_a_full_disk_degrades_the_daemon_and_a_job_ending_meanwhile_is_recorded_later(
+        make_daemon, small_disk: Path, tmp_path: Path) -> None:
+    d, job, gate, ledger = _gated_job_on_a_small_disk(make_daemon, small_disk, tmp_path)
 
     filler = _fill(small_disk)
     refused = _submit_until_refused(d)
@@ -108,10 +115,7 @@ def test_a_full_disk_degrades_the_daemon_and_a_job_ending_meanwhile_is_recorded_
 
 def test_a_daemon_restarted_on_a_full_disk_starts_degraded_and_loses_no_job_that_ended(
         make_daemon, small_disk: Path, tmp_path: Path) -> None:
-    d = make_daemon(RUNSPACE_STORE=str(small_disk / "runspace.db"), RUNSPACE_MAX_CONCURRENCY="1")
-    gate, ledger = tmp_path / "gate", tmp_path / "ledger"
-    job = d.submit("gated", {"gate": str(gate), "ledger": str(ledger)})
-    wait_until(lambda: d.client.status(job["id"])["state"] == "running", 15, what="the gated job to run")
+    d, job, gate, ledger = _gated_job_on_a_small_disk(make_daemon, small_disk, tmp_path)
     filler = _fill(small_disk)
     _submit_until_refused(d)
     gate.touch()

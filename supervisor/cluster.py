@@ -1,9 +1,9 @@
 """Several daemons on one PostgreSQL store: the lease and notification tasks of one member.
 
-`Cluster.join()` renews the lease before the scheduler recovers (so survivors never
+`Cluster.join()` takes the lease before the scheduler recovers (so survivors never
 settle jobs this host is about to re-adopt); `run()` then keeps the lease, settles
 dead hosts, and turns NOTIFY messages into scheduler wake-ups, finished-job events and
-forwarded cancels.
+forwarded cancels. A member whose lease was taken over kills its jobs and stops.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import psycopg
 from loguru import logger
 
 from supervisor.errors import NotFound, StoreUnavailable
-from supervisor.hosts import HostLease, SettledJob
+from supervisor.hosts import HostLease, LeaseLost, SettledJob
 from supervisor.models import JobState
 from supervisor.registry import Registry
 from supervisor.scheduler import Scheduler
@@ -32,18 +32,26 @@ class Cluster:
     def __init__(self, store: PostgresStore, settings: Settings, registry: Callable[[], Registry]) -> None:
         self.store = store
         self.host_id = settings.host_id
-        self.queue = SharedQueue(store, settings.host_id, registry)
-        self.lease = HostLease(store, settings.host_id, settings.lease_ttl)
+        self.lease = HostLease(store, settings.host_id, settings.lease_ttl, settings.state_dir)
+        self.queue = SharedQueue(store, self.lease, registry)
         self._listening = False
 
     def join(self) -> None:
-        self.lease.renew()
+        """Take this host id's lease; HostIdInUse (the daemon does not start) when a live daemon holds it."""
+        self.lease.join()
         logger.info("host {} joined the shared queue (lease {:g} s)", self.host_id, self.lease.ttl)
 
-    async def run(self, scheduler: Scheduler, user_log: UserLog) -> None:
+    async def run(self, scheduler: Scheduler, user_log: UserLog, stop: Callable[[str], None]) -> None:
+        """Until the lease is taken over: then kill this host's jobs (other hosts own them now) and `stop`."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._keep_lease, scheduler, user_log)
             tg.start_soon(self._listen, scheduler)
+            await self.lease.lost.wait()
+            tg.cancel_scope.cancel()
+        logger.error("host {}: killing its {} running jobs and stopping", self.host_id, len(scheduler.running))
+        await scheduler.abandon()
+        stop(f"the lease of host {self.host_id} was taken over (the daemon was silent for longer than "
+             f"lease_ttl, {self.lease.ttl:g} s) and other hosts settled its jobs; it stopped after killing them")
 
     # -- lease -------------------------------------------------------------------------
 
@@ -64,6 +72,8 @@ class Cluster:
                 for item in settled:
                     _report_settled(item, scheduler, user_log)
                 self._sweep_cancels(scheduler)
+            except LeaseLost:
+                return
             except (psycopg.Error, StoreUnavailable) as exc:
                 if not failing:
                     logger.error("cannot renew the lease of host {}: {}; retrying every {:g} s", self.host_id,
@@ -145,6 +155,9 @@ def _report_settled(item: SettledJob, scheduler: Scheduler, user_log: UserLog) -
                 hook(rec)
             except Exception:
                 logger.exception("on_finished hook {} failed for job {}", hook, rec.id)
+    elif not item.started:
+        logger.warning("job {}: re-queued: host {} died after claiming it, before starting it", rec.id, item.dead_host)
+        user_log.event(rec, f"claimed by host {item.dead_host}, which died before starting it; re-queued")
     else:
         logger.warning("job {}: re-queued after host {} died (attempt {} of {})", rec.id, item.dead_host,
                        rec.attempt, rec.max_attempts)

@@ -70,6 +70,7 @@ class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.serving = False  # set once start-up is done: errors before it are one line (run_daemon)
+        self.failure: str | None = None  # why the daemon stopped by itself: one line, exit 1 (run_daemon)
         self.draining = False
         self.starts = 0
         self.tokens: TokenTable | None = None
@@ -168,7 +169,7 @@ class Daemon:
         self.scheduler = Scheduler(services, lambda: self.registry, self.store.wrap(cluster.queue) if cluster else None)
         self.store.on_recovered.append(self.scheduler.on_store_recovered)
         if cluster:
-            cluster.join()  # renew the lease before re-adopting, so no survivor settles those jobs
+            cluster.join()  # take the lease before re-adopting, so no survivor settles those jobs
         self.scheduler.recover()  # first: every spare cgroup it finds then is an earlier fork server's
         self._restart_forkserver()
         inherited = systemd.listen_sockets()  # systemd's socket: never ours to unlink
@@ -194,7 +195,7 @@ class Daemon:
                 tg.start_soon(self.scheduler.run)
                 tg.start_soon(keep_finished, self.store, s)
                 if cluster:
-                    tg.start_soon(cluster.run, self.scheduler, services.user_log)
+                    tg.start_soon(cluster.run, self.scheduler, services.user_log, lambda why: self._fail(server, why))
                 tg.start_soon(self._receive_events, events)
                 tg.start_soon(self._handle_signals, server, tg)
                 tg.start_soon(self._announce_ready, server)
@@ -234,6 +235,12 @@ class Daemon:
                 systemd.notify("STOPPING=1\nSTATUS=draining")
                 server.should_exit = True
                 self.scheduler.release_waiters()  # long-polls answer now instead of holding up the exit
+
+    def _fail(self, server: uvicorn.Server, why: str) -> None:
+        """Stop serving because the daemon cannot go on (its shared-store lease was taken over)."""
+        self.failure = why
+        server.should_exit = True
+        self.scheduler.release_waiters()
 
     async def _receive_events(self, events) -> None:
         async with events:
@@ -278,6 +285,8 @@ def run_daemon(settings: Settings, debug: bool = False) -> None:
     daemon = Daemon(settings)
     try:
         anyio.run(daemon.serve)
+        if daemon.failure:
+            raise RunspaceError(daemon.failure)
     except RunspaceError:
         raise
     except Exception as exc:

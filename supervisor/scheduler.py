@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from supervisor.auth import admin_names
 from supervisor.dependencies import DEPENDENCY_FAILED, DependencyView, failed_dependency
+from supervisor.eligibility import Eligibility
 from supervisor.errors import NotAllowed, NotFound, QueueFull, StoreUnavailable
 from supervisor.ids import is_job_id
 from supervisor.metrics import DurationHistogram
@@ -81,6 +82,7 @@ class Scheduler:
         self._adopted: list[tuple[int, RunningJob]] = []
         self._trash = Trash(services.settings.state_dir)
         self._unrecorded: dict[str, RunFiles] = {}  # run dirs of ended jobs whose end the store has not taken yet
+        self._abandoned = False  # the lease was taken over: start nothing, record nothing (abandon())
         self.stats: Counter[str] = Counter()
         self.durations = DurationHistogram()
         # Called with each job's final record after it is persisted (batch callbacks hook in here).
@@ -313,13 +315,24 @@ class Scheduler:
                     await self._wake.wait()
                 self._wake = anyio.Event()
 
+    async def abandon(self) -> None:
+        """This host lost its shared-store lease: other hosts have re-queued or settled its
+        jobs. Start nothing more, and kill every job it runs, whose ends no one records."""
+        self._abandoned = True
+        for run in self.running.values():
+            run.abandon()
+        grace = max((run.limits.kill_grace for run in self.running.values()), default=0.0)
+        with anyio.move_on_after(grace + 5.0):
+            while self.running:
+                await anyio.sleep(0.05)
+
     def wake(self) -> None:
         self._wake.set()
 
     def dispatch(self) -> None:
         # Nothing starts while the store cannot record it: a job started then could run
         # again after a crash (its start never written), and its end could not be kept.
-        if self._tg is None or not self.s.store.accepts_writes:
+        if self._tg is None or self._abandoned or not self.s.store.accepts_writes:
             return
         if self.control.paused:
             return
@@ -333,31 +346,12 @@ class Scheduler:
                 return
             self._start(rec)
 
-    def _eligibility(self) -> Callable[[JobRecord], bool]:
-        now = time.time()
-        per_type = Counter(run.rec.job for run in self.running.values())
-        busy_keys = {(r.rec.job, r.rec.concurrency_key) for r in self.running.values() if r.rec.concurrency_key}
-        types = self._registry().types
-
+    def _eligibility(self) -> Eligibility:
         control = self.control
         dependencies = DependencyView(self.s.store)
-
-        def eligible(rec: JobRecord) -> bool:
-            # Before its key is noted: a paused or waiting job holds up no other job.
-            if control.holds(rec.job) or (rec.after_ids and dependencies.waiting_for(rec)):
-                return False
-            key = (rec.job, rec.concurrency_key) if rec.concurrency_key is not None else None
-            if key in busy_keys:
-                return False
-            if key is not None:
-                busy_keys.add(key)  # later jobs with this key wait behind this one (FIFO per key)
-            if rec.not_before > now:
-                return False
-            jt = types.get(rec.job)
-            limit = control.limit_of(rec.job, jt.options.concurrency if jt else None)
-            return not (limit and per_type[rec.job] >= limit)
-
-        return eligible
+        return Eligibility((run.rec for run in self.running.values()),
+                           lambda job: control.limit_of(job, self.options_of(job).concurrency), control.holds,
+                           lambda rec: bool(rec.after_ids and dependencies.waiting_for(rec)))
 
     # -- queue control ----------------------------------------------------------------
 
@@ -450,7 +444,8 @@ class Scheduler:
             self.s.reaper.forget(run.tree.leader_pid, run.on_exit)
         self._read_progress(run)
         del self.running[run.rec.id]
-        self._end_or_retry(run.rec, outcome)
+        if not self._abandoned:
+            self._end_or_retry(run.rec, outcome)
         if self.s.cgroups and run.tree.cgroup:
             self.s.cgroups.remove(run.tree.cgroup)
         if run.rec.state.done:  # a retry has removed the run dir already, before re-queueing

@@ -4,7 +4,9 @@ It stands in for the in-memory JobQueue: `pick()` claims the next eligible job w
 `SELECT … FOR UPDATE SKIP LOCKED`, so a job runs on exactly one host; `push()` has
 nothing to do (the insert already notified every host); `remove()` cancels in SQL.
 Per-type concurrency and per-key serialisation are checked against the running rows
-of all hosts, under advisory locks so two hosts cannot both take the last slot.
+of all hosts, under advisory locks so two hosts cannot both take the last slot; which
+job of a key comes first is the rule of supervisor/eligibility.py, as on one host.
+A claim also needs this daemon's lease (supervisor/hosts.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 import psycopg
 from loguru import logger
 
+from supervisor.eligibility import Eligibility
+from supervisor.hosts import HostLease
 from supervisor.models import JobRecord
 from supervisor.queue import AGING_SECONDS, SAME_RANK, Turns, own_order, turn_order
 from supervisor.registry import Registry
@@ -26,12 +30,27 @@ CANCEL_CHANNEL = "runspace_cancel"  # payload "<host id> <job id>": the owning h
 FALLBACK_POLL = 2.0  # seconds; NOTIFY does the real waking, this covers a missed notification
 _CANDIDATES = 32  # rows locked per claim; other hosts skip them and take the next ones
 _TYPE_LOCKS, _KEY_LOCKS = 0x52530001, 0x52530002  # advisory lock namespaces
+# The due queued jobs no host is kept from starting now (their type is paused or full, a job
+# of their key runs somewhere, or a job they are to run after has not succeeded), the first few of each requestor by its own order: however
+# many ineligible jobs stand ahead, an eligible one is among the candidates. State again
+# outside: a row another host claimed since the inner snapshot is re-checked once locked, and
+# skipped, as are rows another host is looking at.
+_CANDIDATES_SQL = (
+    "SELECT * FROM jobs WHERE state = 'queued' AND id IN (SELECT id FROM (SELECT id, row_number() OVER "
+    "(PARTITION BY requestor ORDER BY priority + (%(now)s - requested_at) / %(aging)s DESC, seq) AS turn "
+    "FROM jobs q WHERE state = 'queued' AND not_before <= %(now)s AND job <> ALL(%(excluded)s) "
+    "AND (concurrency_key IS NULL OR NOT EXISTS (SELECT 1 FROM jobs r WHERE r.state = 'running' "
+    "AND r.job = q.job AND r.concurrency_key = q.concurrency_key)) "
+    "AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text(q.after_ids) AS a(id) WHERE NOT EXISTS "
+    "(SELECT 1 FROM jobs d WHERE d.id = a.id AND d.state = 'succeeded'))) AS t ORDER BY turn LIMIT %(n)s) "
+    "FOR UPDATE SKIP LOCKED")
 
 
 class SharedQueue:
-    def __init__(self, store: PostgresStore, host_id: str, registry: Callable[[], Registry]) -> None:
+    def __init__(self, store: PostgresStore, lease: HostLease, registry: Callable[[], Registry]) -> None:
         self._store = store
-        self._host = host_id
+        self._lease = lease
+        self._host = lease.host_id
         self._registry = registry
         self._contended = False  # a candidate was skipped because another host held its lock
         self._turns = itertools.count()
@@ -85,25 +104,20 @@ class SharedQueue:
         soonest = row["t"] if row and row["t"] is not None else None
         return min(soonest, now + FALLBACK_POLL) if soonest else now + FALLBACK_POLL
 
-    def pick(self, eligible: Callable[[JobRecord], bool], turns: Turns = SAME_RANK) -> JobRecord | None:
-        """Claim one job for this host, or None. `eligible` applies this host's own limits first.
-        The candidates are the first few jobs of each requestor; their order is queue.turn_order's."""
+    def pick(self, eligible: Eligibility, turns: Turns = SAME_RANK) -> JobRecord | None:
+        """Claim one job for this host, or None. The candidates are judged by `eligible`, the
+        queue's rule (supervisor/eligibility.py), in queue.turn_order's order."""
         now = time.time()
         try:
             with self._store.transaction() as db:
-                rows = db.execute(
-                    # state again outside: a row another host claimed since the inner snapshot is
-                    # re-checked once locked, and skipped.
-                    "SELECT * FROM jobs WHERE state = 'queued' AND id IN (SELECT id FROM (SELECT id, row_number() OVER "
-                    "(PARTITION BY requestor ORDER BY priority + (%s - requested_at) / %s DESC, seq) AS turn "
-                    "FROM jobs WHERE state = 'queued' AND not_before <= %s) AS t ORDER BY turn LIMIT %s) "
-                    "FOR UPDATE SKIP LOCKED",
-                    (now, AGING_SECONDS, now, _CANDIDATES),
-                ).fetchall()
+                if not self._lease.may_start(db):
+                    return None
+                rows = db.execute(_CANDIDATES_SQL, {"now": now, "aging": AGING_SECONDS, "n": _CANDIDATES,
+                                                    "excluded": self._excluded_types(db, eligible)}).fetchall()
                 running = {r["requestor"]: r["n"] for r in db.execute(
                     "SELECT requestor, count(*) AS n FROM jobs WHERE state = 'running' GROUP BY requestor")}
                 for rec in self._in_turn_order([record_from_row(row) for row in rows], turns, running, now):
-                    if eligible(rec) and self._claimable(db, rec):
+                    if eligible(rec) and self._claimable(db, rec, eligible.limit_of(rec.job)):
                         self._claim(db, rec, now)
                         self._last_turn[rec.requestor] = next(self._turns)
                         return rec
@@ -120,9 +134,20 @@ class SharedQueue:
         ordered = turn_order(heads, Turns(turns.rank, running), self._last_turn)  # running on every host
         return [rec for jobs in ordered for rec in jobs]
 
-    def _claimable(self, db: psycopg.Connection[Any], rec: JobRecord) -> bool:
-        jt = self._registry().types.get(rec.job)
-        limit = jt.options.concurrency if jt else None
+    def _excluded_types(self, db: psycopg.Connection[Any], eligible: Eligibility) -> list[str]:
+        """The job types that start nothing now: paused, or their limit taken up on all hosts."""
+        types = list(self._registry().types)
+        excluded = [job for job in types if eligible.holds(job)]
+        limits = {job: limit for job in types if job not in excluded and (limit := eligible.limit_of(job))}
+        if limits:
+            rows = db.execute("SELECT job, count(*) AS n FROM jobs WHERE state = 'running' AND job = ANY(%s) "
+                              "GROUP BY job", (list(limits),)).fetchall()
+            excluded += [r["job"] for r in rows if r["n"] >= limits[r["job"]]]
+        return excluded
+
+    def _claimable(self, db: psycopg.Connection[Any], rec: JobRecord, limit: int | None) -> bool:
+        """Re-check the candidate's type and key under advisory locks: two hosts cannot both take
+        the last slot (the candidates were read before another host's claim may have committed)."""
         if limit:
             if not self._try_lock(db, _TYPE_LOCKS, rec.job):
                 return False
@@ -133,12 +158,8 @@ class SharedQueue:
         if rec.concurrency_key is not None:
             if not self._try_lock(db, _KEY_LOCKS, f"{rec.job}\x1f{rec.concurrency_key}"):
                 return False
-            # Busy when one runs anywhere, or an older one of the key still waits (FIFO per key).
-            row = db.execute(
-                "SELECT 1 FROM jobs WHERE job = %s AND concurrency_key = %s "
-                "AND (state = 'running' OR (state = 'queued' AND seq < %s)) LIMIT 1",
-                (rec.job, rec.concurrency_key, rec.seq),
-            ).fetchone()
+            row = db.execute("SELECT 1 FROM jobs WHERE state = 'running' AND job = %s AND concurrency_key = %s",
+                             (rec.job, rec.concurrency_key)).fetchone()
             if row is not None:
                 return False
         return True

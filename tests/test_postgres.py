@@ -32,8 +32,8 @@ def _sql(url: str, query: str, *args: object) -> list[tuple]:
 
 
 def _host(make_daemon, url: str, base: Path, name: str, **env: str):
-    return make_daemon(base / name, RUNSPACE_STORE=url, RUNSPACE_HOST_ID=name, RUNSPACE_LEASE_TTL=str(LEASE_TTL),
-                       RUNSPACE_CGROUPS="false", **env)
+    env = {"RUNSPACE_LEASE_TTL": str(LEASE_TTL), "RUNSPACE_CGROUPS": "false", **env}
+    return make_daemon(base / name, RUNSPACE_STORE=url, RUNSPACE_HOST_ID=name, **env)
 
 
 def _hosts(make_daemon, url: str, base: Path, count: int, **env: str) -> list:
@@ -216,3 +216,118 @@ def test_a_database_outage_stops_no_daemon_and_loses_or_doubles_nothing(
         log = d.log()
         assert "job store degraded" in log and "job store recovered" in log
         assert "unhandled error" not in log and "Traceback" not in log, log[-3000:]
+
+
+# -- faults (issue 18) ---------------------------------------------------------------------
+
+
+def _state(url: str, job_id: str) -> tuple:
+    (row,) = _sql(url, "SELECT state, attempt, processed_by FROM jobs WHERE id = %s", job_id)
+    return row
+
+
+def test_jobs_of_a_running_key_start_whatever_their_priority(make_daemon, pg_url: str, tmp_path: Path) -> None:
+    """The host's rule and the claim agree on which job of a key comes first (it stalled)."""
+    a = _host(make_daemon, pg_url, tmp_path, "host-a")
+    marks = tmp_path / "marks.txt"
+    keyed = {"path": str(marks), "key": "z"}
+    first = a.submit("shared_keyed", {**keyed, "delay": 1.0})
+    wait_until(lambda: a.client.status(first["id"])["state"] == "running", 15, what="the first k=z job to run")
+    low = a.submit("shared_keyed", {**keyed, "delay": 0.0})
+    high = a.submit("shared_keyed", {**keyed, "delay": 0.0}, priority=5)
+    assert a.wait(high["id"], 30)["state"] == "succeeded"
+    assert a.wait(low["id"], 30)["state"] == "succeeded"
+    order = [job_id for job_id, *_ in _lines(marks)]
+    assert order == [first["id"], high["id"], low["id"]]  # queue order, as on one host
+
+
+def test_a_free_job_starts_whatever_number_of_blocked_jobs_stand_ahead(
+    make_daemon, pg_url: str, tmp_path: Path
+) -> None:
+    a = _host(make_daemon, pg_url, tmp_path, "host-a")
+    keyed = {"path": str(tmp_path / "marks.txt"), "key": "z"}
+    blocker = a.submit("shared_keyed", {**keyed, "delay": 60.0})
+    wait_until(lambda: a.client.status(blocker["id"])["state"] == "running", 15, what="the k=z job to run")
+    status, _ = a.client.submit_batch("shared_keyed", [keyed] * 50)
+    assert status == 202
+    submitted = time.monotonic()
+    free = a.submit("shared_sleep", {"seconds": 0})
+    assert a.wait(free["id"], 20)["state"] == "succeeded"
+    assert time.monotonic() - submitted < 10  # it waited for the k=z job to end (60 s) before the fix
+
+
+def test_a_dead_hosts_claimed_but_unstarted_job_is_requeued(make_daemon, pg_url: str, tmp_path: Path) -> None:
+    a = _host(make_daemon, pg_url, tmp_path, "host-a", RUNSPACE_MAX_CONCURRENCY="1")
+    busy = a.submit("shared_sleep", {"seconds": 60})
+    wait_until(lambda: a.client.status(busy["id"])["state"] == "running", 15, what="host-a to be busy")
+    waiting = a.submit("shared_sleep", {"seconds": 0})
+    # As a host that claimed it and died before starting it leaves it (no pid recorded).
+    _sql(pg_url, "INSERT INTO hosts (host_id, pid, started_at, expires_at) VALUES ('ghost', 1, 0, 0)")
+    _sql(pg_url, "UPDATE jobs SET state = 'running', attempt = 1, processed_by = 'ghost' WHERE id = %s",
+         waiting["id"])
+    wait_until(lambda: _state(pg_url, waiting["id"])[0] != "running", 15, what="host-a to settle host ghost")
+    assert _state(pg_url, waiting["id"]) == ("queued", 0, None)  # `lost` before the fix
+    a.client.cancel(busy["id"])
+    done = a.wait(waiting["id"], 30)
+    assert (done["state"], done["attempt"], done["processed_by"]) == ("succeeded", 1, "host-a")
+
+
+def test_a_second_daemon_with_a_live_host_id_refuses_to_start(make_daemon, pg_url: str, tmp_path: Path) -> None:
+    a = _host(make_daemon, pg_url, tmp_path, "host-a")
+    twin = subprocess.run([sys.executable, "-m", "supervisor", "daemon"], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "RUNSPACE_STORE": pg_url,
+                               "RUNSPACE_HOST_ID": "host-a", "RUNSPACE_CGROUPS": "false",
+                               "RUNSPACE_STATE_DIR": str(tmp_path / "twin"),
+                               "RUNSPACE_SOCKET": str(tmp_path / "twin.sock")})
+    assert twin.returncode == 1, twin.stderr
+    assert twin.stderr.strip().splitlines()[-1].startswith("runspace: error: host id 'host-a' is in use"), twin.stderr
+    assert "Traceback" not in twin.stderr
+    assert a.client.request("GET", "/healthz").status_code == 200
+
+    # The same daemon restarting within its lease takes it over and re-adopts its jobs.
+    job = a.submit("shared_sleep", {"seconds": 60})
+    wait_until(lambda: a.client.status(job["id"])["state"] == "running", 15, what="the job to run")
+    a.stop()
+    a.start()
+    assert a.client.status(job["id"])["state"] == "running"
+    assert "re-adopted" in a.log()
+
+
+def test_a_host_whose_lease_runs_short_starts_nothing(make_daemon, pg_url: str, tmp_path: Path) -> None:
+    a = _host(make_daemon, pg_url, tmp_path, "host-a", RUNSPACE_LEASE_TTL="60")  # renewed every 20 s
+    # As if two renewals had failed: less than a renewal interval left.
+    _sql(pg_url, "UPDATE hosts SET expires_at = extract(epoch from clock_timestamp()) + 10")
+    job = a.submit("shared_sleep", {"seconds": 0})
+    time.sleep(3)
+    assert a.client.status(job["id"])["state"] == "queued"
+    assert a.wait(job["id"], 40)["state"] == "succeeded"  # once the lease is renewed
+
+
+@pytest.mark.timeout(120)
+def test_a_slow_host_kills_its_jobs_and_stops_when_it_resumes(make_daemon, pg_url: str, tmp_path: Path) -> None:
+    """SIGSTOP past the lease: the survivor settles its jobs; on SIGCONT it stops cleanly (it crashed)."""
+    # Each daemon's jobs in its own cgroups: on one machine, the env marker by which a daemon
+    # without cgroups finds a job's processes would name host-b's attempt as well.
+    a = _host(make_daemon, pg_url, tmp_path, "host-a", RUNSPACE_KILL_GRACE="1", RUNSPACE_CGROUPS="true")
+    marks = tmp_path / "marks.txt"
+    jobs = {kind: a.submit(kind, {"path": str(marks), "delay": 12.0}) for kind in ("shared_mark", "shared_mark_retry")}
+    wait_until(lambda: all(_state(pg_url, j["id"])[0] == "running" for j in jobs.values()), 15,
+               what="both jobs to run on host-a")
+    b = _host(make_daemon, pg_url, tmp_path, "host-b", RUNSPACE_CGROUPS="true")
+    a.proc.send_signal(signal.SIGSTOP)
+    try:
+        lost, retried = jobs["shared_mark"]["id"], jobs["shared_mark_retry"]["id"]
+        wait_until(lambda: _state(pg_url, lost)[0] == "lost", 20, interval=0.2, what="host-b to settle host-a")
+        wait_until(lambda: _state(pg_url, retried)[::2] == ("running", "host-b"), 20, what="the retry on host-b")
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    resumed = time.monotonic()
+    assert a.proc.wait(30) == 1
+    assert "was taken over" in a.log() and "Traceback" not in a.log(), a.log()
+    assert time.monotonic() - resumed < 15
+    done = b.wait(retried, 30)
+    assert (done["state"], done["attempt"], done["processed_by"]) == ("succeeded", 2, "host-b")
+    assert _state(pg_url, lost) == ("lost", 1, "host-a")
+    # host-a killed both attempts when it resumed, before they could finish.
+    assert [host for job_id, host, *_ in _lines(marks) if job_id in (lost, retried)] == ["host-b"]

@@ -24,6 +24,7 @@ _REASON_STATE = {
     KillReason.HUNG: JobState.HUNG,
     KillReason.CANCELLED: JobState.CANCELLED,
     KillReason.MEMORY: JobState.FAILED,
+    KillReason.DAEMON_LOST: JobState.LOST,
 }
 _EXIT_WAIT = 5.0  # after the tree is gone, the leader's exit is reported within this
 
@@ -76,6 +77,12 @@ class RunningJob:
 
     def request_cancel(self) -> None:
         self.cancel_requested = True
+        self._attention.set()
+
+    def abandon(self) -> None:
+        """Kill now, recording nothing: the daemon lost its lease, other hosts own the job."""
+        if self.kill_reason is None:
+            self.kill_reason, self.killed_at = KillReason.DAEMON_LOST, time.time()
         self._attention.set()
 
     async def nap(self, seconds: float) -> None:
@@ -164,6 +171,7 @@ def _kill_message(run: RunningJob) -> str:
         KillReason.HUNG: f"no output or progress for {limits.idle_timeout or 0:g} s",
         KillReason.CANCELLED: "cancelled on request",
         KillReason.MEMORY: f"memory of its process tree exceeded max_memory ({limits.max_memory} bytes)",
+        KillReason.DAEMON_LOST: "was killed: its host lost its lease to other hosts",
     }[run.kill_reason]  # type: ignore[index]
 
 

@@ -46,6 +46,8 @@ class PostgresStore(SqlStore):
 
     def __init__(self, url: str) -> None:
         self.url = url
+        # (host id, pid, started_at) of the lease this daemon holds, once it joined (supervisor/hosts.py)
+        self.fence: tuple[str, int, float] | None = None
         self._db = self._connect()
         self._migrate()
 
@@ -114,9 +116,15 @@ class PostgresStore(SqlStore):
         # Fenced: only the host that holds the job (processed_by) writes it, and never over a
         # settled state. A host declared dead while it was merely slow thus cannot undo the
         # survivors' decision (lost, or re-queued and claimed by another host).
+        # And only while the daemon still holds its lease (hosts.py): once a survivor settled
+        # this host, nothing it writes lands, whichever job it writes.
         sql = (f"UPDATE jobs SET {set_clause(names)} WHERE id = ? AND state <> ALL(?) "
-               "AND processed_by IS NOT DISTINCT FROM ? RETURNING id, state")
+               "AND processed_by IS NOT DISTINCT FROM ?")
         args = [*self._values(rec, names), rec.id, list(_SETTLED), rec.processed_by]
+        if self.fence is not None:
+            sql += " AND EXISTS (SELECT 1 FROM hosts WHERE host_id = ? AND pid = ? AND started_at = ?)"
+            args += self.fence
+        sql += " RETURNING id, state"
         if "state" in fields:
             sql = f"WITH changed AS ({sql}) SELECT pg_notify(?, id || ' ' || state) AS n FROM changed"
             args.append(JOB_CHANNEL)

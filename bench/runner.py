@@ -33,7 +33,7 @@ def _ensure_peers(skip: bool) -> None:
 
 
 def workloads() -> dict[str, Callable]:
-    from bench.workloads import cli, kill, latency, memory, store, throughput
+    from bench.workloads import cli, hosts, kill, latency, memory, store, throughput
 
     return {
         "throughput": throughput.run,
@@ -42,6 +42,7 @@ def workloads() -> dict[str, Callable]:
         "memory": memory.run,
         "store": store.run,
         "cli": cli.run,
+        "hosts": hosts.run,
     }
 
 

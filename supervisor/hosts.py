@@ -155,8 +155,9 @@ def _settle_host(db: psycopg.Connection[Any], host: str) -> list[SettledJob]:
     now = time.time()
     for row in rows:
         rec = record_from_row(row)
-        started = rec.pid is not None
-        if not started:  # claimed, never started (no pid recorded): the attempt never happened
+        # Claimed, and the launch not begun (_start writes started_at first): the attempt never happened.
+        started = rec.started_at is not None or rec.pid is not None
+        if not started:
             rec.state, rec.attempt, rec.processed_by, rec.not_before = JobState.QUEUED, max(rec.attempt - 1, 0), None, 0.0
         else:
             rec.error_type, rec.pid = "DaemonLost", None

@@ -173,10 +173,12 @@ class SharedQueue:
         return True
 
     def _claim(self, db: psycopg.Connection[Any], rec: JobRecord, now: float) -> None:
-        # The same values Scheduler._start writes next; written here so the claim is atomic.
+        # The values Scheduler._start writes next, written here so the claim is atomic; but no
+        # started_at: _start writes it just before it launches the job, so a host that dies
+        # in between leaves a claim any survivor may re-queue (hosts.py) with no run lost.
         db.execute(
-            "UPDATE jobs SET state = 'running', attempt = attempt + 1, started_at = %s, processed_by = %s, "
+            "UPDATE jobs SET state = 'running', attempt = attempt + 1, started_at = NULL, processed_by = %s, "
             "pid = NULL, pid_started = NULL, cancel_requested = FALSE, updated_at = %s WHERE id = %s",
-            (now, self._host, now, rec.id),
+            (self._host, now, rec.id),
         )
         rec.processed_by = self._host  # the store's fence lets only the claiming host write the row

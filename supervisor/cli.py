@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -179,11 +181,15 @@ def json_object(text: str, where: str) -> dict[str, Any]:
     return value
 
 
-def parse_pairs(pairs: tuple[str, ...], params_file: str | None) -> dict[str, Any]:
-    """`key=value` pairs: values stay strings (the params model coerces them), JSON for [..] and {..}."""
+def parse_pairs(pairs: tuple[str, ...], params_file: str | None,
+                schema_of: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """`key=value` pairs as the JSON the API takes, which is strict about types: a value becomes
+    what the type's params schema (from `schema_of`, asked only if needed) says the field is —
+    `count=3` an integer, `dry_run=true` a boolean; JSON for [..] and {..}; else a string."""
     params: dict[str, Any] = {}
     if params_file:
         params = json_object(read_input(params_file, "--params"), f"--params {params_file}")
+    plain: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
@@ -196,8 +202,68 @@ def parse_pairs(pairs: tuple[str, ...], params_file: str | None) -> dict[str, An
                 pass
             except ValueError as exc:
                 raise InvalidParams(f"{pair}: {exc}") from None
-        params[key] = value
+        params[key] = plain[key] = value
+    if plain and schema_of is not None:
+        params.update(typed_values(plain, schema_of()))
     return params
+
+
+def typed_values(plain: dict[str, str], schema: dict[str, Any]) -> dict[str, Any]:
+    """Each text value as a JSON type its field takes; text where the field takes text (or
+    anything), or where the value does not parse, so the daemon's answer names field and value."""
+    props = schema.get("properties", {})
+    return {key: _typed(_json_types(schema, props.get(key, {})), value) for key, value in plain.items()}
+
+
+def _json_types(schema: dict[str, Any], prop: dict[str, Any]) -> set[str]:
+    """The JSON types a property's schema allows (empty: any)."""
+    ref = prop.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        prop = schema.get("$defs", {}).get(ref.split("/")[-1], {})
+    if "anyOf" in prop:
+        options = [_json_types(schema, option) for option in prop["anyOf"]]
+        return set() if any(not t for t in options) else set().union(*options)
+    kind = prop.get("type")
+    if kind is None and "enum" in prop:
+        return {"string" if isinstance(v, str) else "number" for v in prop["enum"]}
+    return set(kind) if isinstance(kind, list) else {kind} if kind else set()
+
+
+def _typed(types: set[str], value: str) -> Any:
+    if not types or "string" in types:
+        return value
+    text = value.strip()
+    if "integer" in types and re.fullmatch(r"[+-]?\d+", text):
+        return int(text)
+    if "boolean" in types and text.lower() in _BOOLEANS:
+        return _BOOLEANS[text.lower()]
+    if "null" in types and text.lower() in ("null", "none", ""):
+        return None
+    if "number" in types:
+        try:
+            number = float(text)
+        except ValueError:
+            return value
+        return number if math.isfinite(number) else value
+    return value
+
+
+_BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+def _params_schema(client: Any, job: str) -> dict[str, Any]:
+    """The type's params JSON Schema as the daemon lists it; none for a type it does not know
+    (the submission then gets its 404)."""
+    page: dict[str, Any] = {"next_cursor": None}
+    cursor = None
+    while True:
+        page = client.request("GET", "/v1/jobtypes", params={"cursor": cursor} if cursor else None).json()
+        for item in page["items"]:
+            if item["name"] == job:
+                return item["params_schema"]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return {}
 
 
 def check_job_id(job_id: str) -> None:
@@ -269,12 +335,12 @@ def submit(ctx, job, pairs, params_file, wait, follow, priority, idempotency_key
     """Submit JOB with key=value params.
 
     Prints the job id; with --wait, the result (exit code follows the job)."""
-    params = parse_pairs(pairs, params_file)
     for job_id in after:
         check_job_id(job_id)
     not_before = not_before_of(delay, at)
     goes_on(ctx, "the job may have been queued (`runspace list` shows your jobs)")
     with _client(ctx) as client:
+        params = parse_pairs(pairs, params_file, lambda: _params_schema(client, job))
         _, status = client.submit(job, params, wait=wait, priority=priority, idempotency_key=idempotency_key,
                                   after=list(after) or None, not_before=not_before)
         job_goes_on(ctx, status["id"])
@@ -662,6 +728,7 @@ def run(job, pairs, params_file, debug, as_json) -> None:
 
     if debug:
         os.environ.setdefault("PYTHONBREAKPOINT", "pdb.set_trace")
-    code, result = run_inline(_settings(), job, parse_pairs(pairs, params_file), user_name(os.getuid()), debug)
+    code, result = run_inline(_settings(), job, lambda schema: parse_pairs(pairs, params_file, lambda: schema),
+                              user_name(os.getuid()), debug)
     click.echo(json.dumps(result, indent=None if not as_json else 2))
     sys.exit(code)

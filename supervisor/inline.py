@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,16 +83,17 @@ def _end_tree(job_id: str, started: float, grace: float) -> None:
     anyio.run(kill_tree, JobTree(job_id, None, started), grace)
 
 
-def run_inline(settings: Settings, job: str, params: dict[str, Any], requestor: str,
+def run_inline(settings: Settings, job: str, params_for: Callable[[dict[str, Any]], dict[str, Any]], requestor: str,
                debug: bool = False) -> tuple[int, Any]:
-    """Returns (exit code, result or error). Job code runs here, so `breakpoint()` works;
+    """Returns (exit code, result or error); `params_for` makes the params from the type's schema. Job code runs here, so `breakpoint()` works;
     with `debug`, an exception stops in pdb's post-mortem debugger and no timeout applies
     (it would end a debugging session); without, the type's timeout ends the job (exit 124)."""
     registry = load_registry(settings.job_dirs)
     for broken in registry.broken:
         click.echo(f"runspace: warning: job module {broken.path} not loaded: {broken.error}", err=True)
-    rec = build_record(registry, SubmitRequest(job=job, params=params), requestor)
     jt = registry.get(job)
+    params = params_for(jt.params_model.model_json_schema())  # key=value text typed by the schema
+    rec = build_record(registry, SubmitRequest(job=job, params=params), requestor)
     tmpdir = Path(tempfile.mkdtemp(prefix=f"runspace-{rec.id}-"))
     ctx = JobContext(rec.id, jt.name, requestor, rec.log_user, tmpdir, TerminalReporter())
     opts = jt.options.applied(settings)

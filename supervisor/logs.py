@@ -11,7 +11,8 @@ from pathlib import Path
 
 from supervisor.errors import FieldError, InvalidParams
 
-_USER_LOG_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._@-]{0,63}$")
+USER_LOG_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._@-]{0,63}$"  # and not "." or ".." (check_log_user)
+_USER_LOG_NAME = re.compile(USER_LOG_PATTERN)
 
 
 def check_log_user(value: str, loc: list[str | int]) -> str:

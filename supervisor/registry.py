@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -72,7 +73,13 @@ class JobType:
         params = params if params is not None else {}
         unknown = self._unknown_fields(params, loc)
         try:
-            model = self.params_model.model_validate(params)
+            data = json.dumps(params)
+        except (TypeError, ValueError) as exc:  # a Python caller's object that JSON cannot carry
+            raise InvalidParams(f"params for job {self.name!r} are not JSON values: {exc}") from None
+        try:
+            # Strict, as JSON: a JSON value of the wrong type ("3" or true for an int) is refused,
+            # not coerced; a string still makes a datetime, UUID, path or enum, as JSON has none.
+            model = self.params_model.model_validate_json(data, strict=True)
         except ValidationError as exc:
             errors = errors_from_pydantic(exc, loc)
             raise InvalidParams(f"params are not valid for job {self.name!r}", unknown + errors) from None

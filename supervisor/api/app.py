@@ -29,12 +29,10 @@ def create_app(daemon: Daemon, connections: ConnectionTable) -> FastAPI:
     # Added last, so outermost: callers are known before anything of a request is read.
     app.add_middleware(Identify, settings=daemon.settings, tokens=daemon.tokens, connections=connections)
     problems.install(app)
-    app.include_router(jobs.router)
-    app.include_router(meta.router)
-    app.include_router(batches.router)
-    app.include_router(users.router)
-    app.include_router(queue.router)
-    openapi.install(app)
+    routers = [jobs.router, meta.router, batches.router, users.router, queue.router]
+    for router in routers:
+        app.include_router(router)
+    openapi.install(app, routers)
     # Batch callbacks hook into the scheduler and sweep for missed ones at start-up.
     app.state.batches = attach_batches(daemon)
     return app

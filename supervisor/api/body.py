@@ -18,7 +18,7 @@ def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
     async def parse(request: Request) -> M:
         raw = await request.body()
         try:
-            return model.model_validate_json(raw or b"{}")
+            return model.model_validate_json(raw or b"{}", strict=True)  # "5" is no int: 400 at the field
         except ValidationError as exc:
             errors = errors_from_pydantic(exc)
             if any(err["type"] == "json_invalid" for err in exc.errors()):

@@ -3,10 +3,12 @@ the Location header, typed collections, and request bodies whose references reso
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict
 
 from supervisor.api.body import REF_TEMPLATE
@@ -104,17 +106,18 @@ DOC_MODELS: dict[tuple[str, str], type[BaseModel]] = {
 }
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, routers: list[APIRouter]) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = build(app)
+            app.openapi_schema = build(app, routers)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def build(app: FastAPI) -> dict[str, Any]:
+def build(app: FastAPI, routers: list[APIRouter]) -> dict[str, Any]:
     spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    _exact_request_bodies(routers, spec)
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
@@ -123,6 +126,16 @@ def build(app: FastAPI) -> dict[str, Any]:
         for method, op in operations.items():
             _document_operation(method, path, op, schemas)
     return spec
+
+
+def _exact_request_bodies(routers: list[APIRouter], spec: dict[str, Any]) -> None:
+    """The bodies the routes read themselves (api/body.py), as their models describe them:
+    FastAPI's pass over openapi_extra may make bounds floats (2^63-1 would read 2^63)."""
+    for route in (route for router in routers for route in router.routes):
+        body = (getattr(route, "openapi_extra", None) or {}).get("requestBody")
+        if isinstance(route, APIRoute) and body is not None:
+            for method in route.methods:
+                spec["paths"][route.path_format][method.lower()]["requestBody"] = copy.deepcopy(body)
 
 
 def _document_operation(method: str, path: str, op: dict[str, Any], schemas: dict[str, Any]) -> None:

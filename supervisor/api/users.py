@@ -9,14 +9,16 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Annotated
 
 import anyio
 from fastapi import APIRouter
+from fastapi import Path as PathParam
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from supervisor.api.deps import CallerDep, DaemonDep, OffsetQuery
 from supervisor.auth import Caller
-from supervisor.logs import READ_LIMIT, check_log_user, read_from, user_log_path
+from supervisor.logs import READ_LIMIT, USER_LOG_PATTERN, check_log_user, read_from, user_log_path
 from supervisor.store import Store
 
 router = APIRouter(prefix="/v1/users", tags=["logs"])
@@ -83,7 +85,9 @@ async def follow_user_log(path: Path, offset: int, keep: Callable[[bytes], bytes
 
 @router.get("/{user}/log", response_class=PlainTextResponse, response_model=None)
 async def user_log(
-    user: str,
+    user: Annotated[str, PathParam(description="A user (log) name: 1-64 letters, digits, '.', '_', '-' or '@', "
+                                               "not starting with '.' or '-'.",
+                                   json_schema_extra={"pattern": USER_LOG_PATTERN})],
     daemon: DaemonDep,
     caller: CallerDep,
     offset: OffsetQuery = 0,

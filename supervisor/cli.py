@@ -348,6 +348,11 @@ def submit(ctx, job, pairs, params_file, wait, follow, priority, idempotency_key
             from supervisor.progress import follow_progress
 
             status = follow_progress(client, status["id"], timeout=None, quiet=as_json)
+    report_submitted(status, wait, as_json)
+
+
+def report_submitted(status: dict[str, Any], wait: float | None, as_json: bool) -> None:
+    """The job id; with --wait, the status (the result, or how far it got): exit code as the README says."""
     if as_json:
         print_json(status)
     elif status["done"] or wait:  # README: `--wait` prints the result, or the status when it runs out
@@ -360,6 +365,49 @@ def submit(ctx, job, pairs, params_file, wait, follow, priority, idempotency_key
     if wait and not status["done"]:
         sys.exit(EXIT_TIMED_OUT)  # like timeout(1): the wait ran out, the job goes on
     sys.exit(state_exit_code(status))
+
+
+def exec_env(pairs: tuple[str, ...]) -> dict[str, str]:
+    """--env NAME=VALUE, or --env NAME for the value NAME has here."""
+    env = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            if name not in os.environ:
+                raise click.BadParameter(f"{name} is not set here; give --env {name}=VALUE", param_hint="--env")
+            value = os.environ[name]
+        env[name] = value
+    return env
+
+
+@main.command("exec", context_settings={"allow_interspersed_args": False})
+@click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- CMD [ARG]...")
+@click.option("--cwd", type=click.Path(file_okay=False), help="Directory to run in (default: this one).")
+@click.option("--env", "env_pairs", multiple=True, metavar="NAME[=VALUE]",
+              help="Set NAME for the command (repeatable); without =VALUE, its value here.")
+@click.option("--timeout", type=SECONDS, help="Hard timeout in seconds (default: RUNSPACE_DEFAULT_TIMEOUT).")
+@click.option("--idle-timeout", type=SECONDS, help="No output and no progress for S seconds: hung, killed.")
+@click.option("--wait", type=SECONDS, help="Wait up to S seconds for the end (exit 124 if it is not there yet).")
+@click.option("--label", help="Shown by `runspace list` instead of the command line.")
+@click.option("--json", "as_json", is_flag=True, help="Print the status object as JSON.")
+@start_conditions
+@click.pass_context
+def exec_command(ctx, argv, cwd, env_pairs, timeout, idle_timeout, wait, label, as_json, after, delay, at) -> None:
+    """Run a command line as yourself, supervised by the daemon: `runspace exec -- make test`.
+
+    \b
+    Like a job of any type: it is queued, gets a log (`runspace logs ID`), timeouts kill its
+    whole process tree, and `::progress DONE TOTAL` / `::log TEXT` lines on stdout report."""
+    for job_id in after:
+        check_job_id(job_id)
+    params = {"argv": list(argv), "cwd": os.path.abspath(cwd or os.getcwd()), "env": exec_env(env_pairs),
+              "label": label, "timeout": timeout or None, "idle_timeout": idle_timeout or None}
+    not_before = not_before_of(delay, at)
+    goes_on(ctx, "the job may have been queued (`runspace list` shows your jobs)")
+    with _client(ctx) as client:
+        _, status = client.submit("exec", {k: v for k, v in params.items() if v is not None}, wait=wait,
+                                  after=list(after) or None, not_before=not_before)
+    report_submitted(status, wait, as_json)
 
 
 @main.command()

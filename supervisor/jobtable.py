@@ -4,6 +4,7 @@ requestor (when someone else's jobs are shown, i.e. to admins), and a label or p
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from datetime import datetime
@@ -37,11 +38,15 @@ def duration(status: dict[str, Any], now: float) -> str:
 
 
 def summary(status: dict[str, Any]) -> str:
-    """The job's label param if it has one, else `key=value, …`; for a queued job, why it waits."""
+    """The job's label param if it has one, an exec job's command line, else `key=value, …`."""
     params = status.get("params") or {}
-    label = params.get("label")
-    text = str(label) if isinstance(label, str) and label else ", ".join(
-        f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in params.items())
+    label, argv = params.get("label"), params.get("argv")
+    if isinstance(label, str) and label:
+        text = label
+    elif isinstance(argv, list) and all(isinstance(a, str) for a in argv):  # exec: the command line
+        text = shlex.join(argv)
+    else:
+        text = ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in params.items())
     if len(text) > _SUMMARY_WIDTH:
         text = text[:_SUMMARY_WIDTH - 1] + "…"
     return text

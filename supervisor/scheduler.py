@@ -6,6 +6,7 @@ how each ended. The store is the truth; the queue and running table are its live
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections import Counter
@@ -23,6 +24,7 @@ from supervisor.auth import admin_names
 from supervisor.dependencies import DEPENDENCY_FAILED, DependencyView, failed_dependency
 from supervisor.eligibility import Eligibility
 from supervisor.errors import NotAllowed, NotFound, QueueFull, StoreUnavailable
+from supervisor.exec_policy import EXEC_TYPE, check_exec
 from supervisor.ids import is_job_id
 from supervisor.metrics import DurationHistogram
 from supervisor.models import JobRecord, JobState, KillReason
@@ -114,6 +116,8 @@ class Scheduler:
         """Check room and identities, then persist: the commit point of a submission."""
         self.check_room(records, capped)
         for job, requestor in {(r.job, r.requestor) for r in records}:  # 403 now, not a failed job later
+            if job == EXEC_TYPE:
+                check_exec(requestor, self.s.settings)
             job_identity(self._registry().get(job).options, requestor, self.s.settings)
         self.s.store.insert(records)
 
@@ -381,6 +385,14 @@ class Scheduler:
         jt = self._registry().types.get(job)
         return jt.options if jt else JobOptions()
 
+    def limits_for(self, rec: JobRecord) -> Limits:
+        """Its type's limits; an exec job may ask for its own timeouts (`runspace exec --timeout`)."""
+        limits = self.limits_of(rec.job)
+        if rec.job == EXEC_TYPE:
+            limits = dataclasses.replace(limits, timeout=rec.params.get("timeout") or limits.timeout,
+                                         idle_timeout=rec.params.get("idle_timeout") or limits.idle_timeout)
+        return limits
+
     def limits_of(self, job: str) -> Limits:
         opts = self.options_of(job).applied(self.s.settings)
         assert opts.timeout is not None and opts.kill_grace is not None  # applied() fills both
@@ -431,7 +443,7 @@ class Scheduler:
 
     def _track(self, rec: JobRecord, tree: JobTree) -> RunningJob:
         """Make a job (just launched, or found again after a restart) one this scheduler supervises."""
-        run = RunningJob(rec, tree, RunFiles.of(self.s.settings.state_dir, rec.id), self.limits_of(rec.job),
+        run = RunningJob(rec, tree, RunFiles.of(self.s.settings.state_dir, rec.id), self.limits_for(rec),
                          self.s.settings.logs)
         self.running[rec.id] = run
         if tree.leader_pid is None:  # recovered after its process ended: straight to the outcome

@@ -11,7 +11,7 @@ import os
 import tomllib
 from pathlib import Path
 from socket import gethostname
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -26,6 +26,7 @@ from supervisor.errors import InvalidParams
 from supervisor.locate import default_config_file, default_socket, is_root
 
 REPO_JOBS_DIR = Path(__file__).resolve().parent.parent / "jobs"
+BUILTIN_JOBS_DIR = Path(__file__).resolve().parent / "builtin_jobs"
 CommaList = Annotated[list[str], NoDecode]
 
 
@@ -72,6 +73,9 @@ class Settings(BaseSettings):
     host_id: str = Field(default_factory=gethostname, description="Name recorded in processed_by; unique per host.")
     lease_ttl: float = Field(
         30.0, gt=0, description="Shared store: a host silent this long (s) is dead; its running jobs become lost."
+    )
+    exec: Literal["users", "admins", "off"] = Field(
+        "users", description="Who may use `runspace exec` (always as themselves): users, admins or off."
     )
     keep_finished: float = Field(
         30 * 86400.0, ge=0, description="Ended jobs, their logs and results are removed this long after they end "
@@ -157,8 +161,8 @@ class Settings(BaseSettings):
 
     @property
     def job_dirs(self) -> list[Path]:
-        """`jobs/` of this checkout first, then the configured extra directories."""
-        dirs = [REPO_JOBS_DIR, *self.jobs_path]
+        """runspace's own types (exec), `jobs/` of this checkout, then the configured extra directories."""
+        dirs = [BUILTIN_JOBS_DIR, REPO_JOBS_DIR, *self.jobs_path]
         return list(dict.fromkeys(d.resolve() for d in dirs))
 
     @property

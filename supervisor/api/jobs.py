@@ -16,6 +16,7 @@ from supervisor.auth import Caller
 from supervisor.batches import refuse_joining_a_batch
 from supervisor.dependencies import check_after
 from supervisor.errors import Conflict, Draining, FieldError, InvalidParams, NotFound
+from supervisor.exec_policy import check_restart
 from supervisor.ids import is_job_id
 from supervisor.logs import job_log_path, read_from
 from supervisor.models import JobRecord, JobState, JobStatus
@@ -156,7 +157,7 @@ async def cancel_job(job_id: str, daemon: DaemonDep, caller: CallerDep) -> JSONR
         raise Conflict(f"job {job_id} has already ended ({rec.state}); nothing to cancel")
     daemon.scheduler.cancel(rec)
     if job_id in daemon.scheduler.running:  # a queued job ended inside cancel(): no done event will come
-        await daemon.scheduler.wait_done(job_id, daemon.scheduler.limits_of(rec.job).kill_grace + 2.0)
+        await daemon.scheduler.wait_done(job_id, daemon.scheduler.limits_for(rec).kill_grace + 2.0)
     return status_response(daemon.store.get(job_id) or rec)
 
 
@@ -171,6 +172,7 @@ async def remove_one(job_id: str, daemon: DaemonDep, caller: CallerDep) -> Respo
 async def restart_job(job_id: str, daemon: DaemonDep, caller: CallerDep) -> JSONResponse:
     """A new job of the same type with the same params, `restarted_from` this one; the caller is its requestor."""
     old = load_job(daemon, caller, job_id)
+    check_restart(old.job, old.requestor, caller.name)
     if daemon.draining:
         raise Draining("the daemon is shutting down and accepts no new jobs; retry when it is back")
     rec = build_record(daemon.registry, SubmitRequest(job=old.job, params=old.params, priority=old.priority),

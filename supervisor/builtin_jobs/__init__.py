@@ -1,0 +1,1 @@
+"""Job types runspace itself provides (loaded before jobs/ and the configured directories)."""

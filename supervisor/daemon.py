@@ -38,7 +38,7 @@ from supervisor.runner.identity import prepare_shared_dirs
 from supervisor.runner.reap import Reaper, become_subreaper
 from supervisor.runner.shim import holds_fds_safely, native_shim
 from supervisor.scheduler import Scheduler, Services
-from supervisor.settings import Settings, default_config_file
+from supervisor.settings import BUILTIN_JOBS_DIR, Settings, default_config_file
 from supervisor.store import Store, is_shared, open_store, store_file
 from supervisor.store.guard import StoreGuard
 from supervisor.trust import Trust
@@ -93,6 +93,10 @@ class Daemon:
             logger.error("job module {} was not loaded: {}{}", broken.path, broken.error,
                          "\n" + broken.traceback if broken.traceback else "")
         logger.info("job types: {}", ", ".join(sorted(registry.types)) or "none")
+        if not any(jt.module_path and jt.module_path.parent != BUILTIN_JOBS_DIR for jt in registry.types.values()):
+            looked = ", ".join(str(d) for d in self.settings.job_dirs if d != BUILTIN_JOBS_DIR)
+            logger.warning("no job types found besides the built-in ones; looked in {}: put job modules in {} "
+                           "(or list directories in RUNSPACE_JOBS_PATH)", looked, self.settings.jobs_dir)
         return registry
 
     async def reload_jobs(self) -> None:
@@ -160,9 +164,8 @@ class Daemon:
         self.cgroups = cgroups = self._cgroups()
         self.forkserver = ForkServer() if s.fork_server else None
         shim = native_shim() if s.native_shim else None
-        if shim and os.geteuid() == 0 and not holds_fds_safely(shim):
-            logger.warning("{} is readable by others: jobs run as other users relay their commands in Python; "
-                           "`chmod 0711 {}` lets them use it", shim, shim)
+        if shim and os.geteuid() == 0:
+            make_shim_private(shim)
         services = Services(s, self.store, UserLog(s.logs, s.log_rotation, s.log_retention), Reaper(), cgroups,
                             events_path, self.forkserver, shim)
         cluster = self._cluster(raw_store)
@@ -263,6 +266,23 @@ def ping_job_id(packet: bytes) -> str | None:
         return None
     job_id = message.get("id") if isinstance(message, dict) else None
     return job_id if isinstance(job_id, str) and is_job_id(job_id) else None
+
+
+def make_shim_private(shim: Path) -> None:
+    """Jobs run as other users use the native shim only if they cannot read it (0711, as setup.py
+    leaves it); a wheel installer makes it 0755, so a root daemon puts it right when root owns it."""
+    try:
+        st = shim.stat()
+        if holds_fds_safely(shim):
+            return
+        if st.st_uid == 0:
+            os.chmod(shim, 0o711)
+            logger.info("{}: mode {:o} -> 0711 (others must not read it)", shim, st.st_mode & 0o7777)
+            return
+    except OSError as exc:
+        logger.warning("{}: cannot make it mode 0711 ({})", shim, exc)
+    logger.warning("{} is readable by others: jobs run as other users relay their commands in Python; "
+                   "`chmod 0711 {}` lets them use it", shim, shim)
 
 
 def check_config_trusted(settings: Settings) -> None:

@@ -36,6 +36,14 @@ def _default_state_dir() -> Path:
     return Path.home() / ".local/state/runspace"
 
 
+def default_jobs_dir() -> Path:
+    """Where an install keeps its job modules (`pip install .` does not install jobs/)."""
+    if is_root():
+        return Path("/etc/runspace/jobs")
+    config = os.environ.get("XDG_CONFIG_HOME")
+    return (Path(config) if config else Path.home() / ".config") / "runspace" / "jobs"
+
+
 class Settings(BaseSettings):
     """Every knob of a deployment. Env names are `RUNSPACE_<FIELD>` (e.g. RUNSPACE_SOCKET)."""
 
@@ -45,6 +53,9 @@ class Settings(BaseSettings):
     socket: Path = Field(default_factory=default_socket, description="Unix socket path the daemon listens on.")
     state_dir: Path = Field(default_factory=_default_state_dir, description="Database and per-job run files.")
     log_dir: Path | None = Field(None, description="Job and user logs (default: <state_dir>/logs, /var/log/runspace as root).")
+    jobs_dir: Path = Field(default_factory=default_jobs_dir, description=(
+        "The installed job module directory, always loaded (/etc/runspace/jobs as root, "
+        "~/.config/runspace/jobs as a user)."))
     jobs_path: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="Extra job module directories, ':'-separated; jobs/ is always loaded."
     )
@@ -161,8 +172,8 @@ class Settings(BaseSettings):
 
     @property
     def job_dirs(self) -> list[Path]:
-        """runspace's own types (exec), `jobs/` of this checkout, then the configured extra directories."""
-        dirs = [BUILTIN_JOBS_DIR, REPO_JOBS_DIR, *self.jobs_path]
+        """runspace's own types (exec), `jobs/` of this checkout, the installed job dir, then the extra ones."""
+        dirs = [BUILTIN_JOBS_DIR, REPO_JOBS_DIR, self.jobs_dir, *self.jobs_path]
         return list(dict.fromkeys(d.resolve() for d in dirs))
 
     @property

@@ -54,7 +54,7 @@ def test_an_install_without_jobs_says_where_it_looked_then_loads_its_jobs_dir(in
     assert "no job types found besides the built-in ones; looked in" in log
     assert str(installed / "jobs.d") in log.split("no job types found")[1].splitlines()[0]
     assert [t["name"] for t in d.client.job_types()["items"]] == ["exec"]
-    if shim.exists() and os.geteuid() == 0:
+    if shim.exists() and os.geteuid() == 0 and "reinstall runspace to rebuild it" not in log:  # a current build
         assert stat.S_IMODE(shim.stat().st_mode) == 0o711
         assert "mode 755 -> 0711" in log
     module = installed / "jobs.d" / "hello.py"

@@ -396,3 +396,16 @@ def scratch(params: Scratch, ctx: JobContext) -> dict:
     if params.use_tmpdir:
         out.update(tmpdir=str(ctx.tmpdir), mode=oct(ctx.tmpdir.stat().st_mode & 0o777))
     return out
+
+
+class NapNote(BaseModel):
+    user: str
+    seconds: float = 2.0
+
+
+@job(log_user="user")
+def nap_note(params: NapNote, ctx: JobContext) -> dict:
+    """One line to the user's log, then a nap: a job that holds a slot without using the CPU."""
+    ctx.log("napping")
+    time.sleep(params.seconds)
+    return {}

@@ -241,6 +241,23 @@ def test_jobs_of_a_running_key_start_whatever_their_priority(make_daemon, pg_url
     assert order == [first["id"], high["id"], low["id"]]  # queue order, as on one host
 
 
+def test_a_key_never_stalls_when_three_hosts_submit_and_claim_at_once(make_daemon, pg_url: str, tmp_path: Path) -> None:
+    hosts = _hosts(make_daemon, pg_url, tmp_path, 3)
+    marks = tmp_path / "marks.txt"
+
+    def submit(i: int) -> str:
+        params = {"path": str(marks), "delay": 0.1, "key": "z"}
+        return hosts[i % 3].submit("shared_keyed", params, priority=i % 4)["id"]
+
+    with ThreadPoolExecutor(6) as pool:  # the hosts claim while the submissions land
+        ids = list(pool.map(submit, range(24)))
+    for job_id in ids:
+        assert hosts[0].wait(job_id, 60)["state"] == "succeeded"
+    runs = sorted((float(start), float(end)) for _, _, start, end in _lines(marks))
+    assert len(runs) == 24
+    assert all(prev_end <= start for (_, prev_end), (start, _) in zip(runs, runs[1:])), runs
+
+
 def test_a_free_job_starts_whatever_number_of_blocked_jobs_stand_ahead(
     make_daemon, pg_url: str, tmp_path: Path
 ) -> None:

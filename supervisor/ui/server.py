@@ -11,7 +11,7 @@ from pathlib import Path
 
 import uvicorn
 
-from supervisor.auth import user_name
+from supervisor.names import user_name
 from supervisor.client import Client
 from supervisor.errors import RunspaceError
 from supervisor.ui.app import create_app

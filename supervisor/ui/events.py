@@ -9,6 +9,7 @@ read again, in one request, when no line came for a while (`_QUIET`).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,6 +26,9 @@ from supervisor.ui.state import UiState, render_fragment, ui_state
 _QUIET = 2.0  # seconds without a log line before running rows are read again
 _GATHER = 0.2  # seconds to gather lines about the same jobs into one refresh
 _KEEPALIVE = 15.0
+# User logs one page follows at most: the daemon caps connections per uid (an admin's page may
+# hold jobs of hundreds of users; rows of the others change on the periodic read of running jobs).
+_MAX_FOLLOWED = 16
 
 
 class Emit:
@@ -110,7 +114,8 @@ async def jobs(request: Request) -> EventStream:
     page = await ui.api.list_jobs(**filters, limit=page_size(request), cursor=cursor)
     rows = page["items"]
     table = _Table(ui, filters, accepts_new=cursor is None, show_requestor=shows_requestor(ui, rows))
-    watched = {ui.user} | {r["log_user"] for r in rows if not r["done"]}
+    busiest = Counter(r["log_user"] for r in rows if not r["done"]).most_common(_MAX_FOLLOWED - 1)
+    watched = {ui.user} | {user for user, _ in busiest}
     since = request.query_params.get("since", "")
     return EventStream(lambda emit: table.run(emit, rows, watched, since))
 

@@ -20,6 +20,7 @@ DONE_STATES = [s for s in JobState if s.done]
 _CHUNK = 500  # rows per delete: the event loop serves requests between chunks
 _BATCH_GRACE = 10.0  # a batch row is written just before its items (on any host): spare young empty ones
 _MAX_INTERVAL = 600.0
+_COMPACT_AFTER = 1000  # removed jobs worth giving their disk space back
 
 
 def _remove_files(settings: Settings, ids: list[str]) -> None:
@@ -49,6 +50,8 @@ async def purge(store: Store, settings: Settings, finished_before: float, states
         await anyio.to_thread.run_sync(_remove_files, settings, ids)
         removed += len(ids)
     store.delete_empty_batches(created_before=time.time() - _BATCH_GRACE)
+    if removed >= _COMPACT_AFTER:
+        store.compact()
     return removed
 
 

@@ -389,3 +389,28 @@ def test_list_is_a_table_with_progress_started_duration_and_a_summary(start) -> 
     assert "succeeded" in by_id[done["id"]] and "value=hello" in by_id[done["id"]]
     assert "running" in by_id[running] and "seconds=30" in by_id[running]
     assert by_id[running].split()[3].count(":") == 2  # started HH:MM:SS, then a duration m:ss
+
+
+@pytest.mark.parametrize("made_before_incremental_vacuum", [False, True])
+def test_a_purged_sqlite_store_gives_its_disk_space_back(tmp_path: Path, made_before_incremental_vacuum: bool) -> None:
+    from supervisor.models import JobRecord, JobState
+    from supervisor.store.sqlite import SqliteStore
+
+    path = tmp_path / "jobs.db"
+    store = SqliteStore(path)
+    if made_before_incremental_vacuum:  # as runspace 0.1 made it
+        store._db.execute("PRAGMA auto_vacuum=NONE")
+        store._db.execute("VACUUM")
+
+    def size() -> int:
+        return sum(p.stat().st_size for p in tmp_path.iterdir())
+
+    empty = size()
+    records = [JobRecord(id=f"{i:020x}", job="echo", params={"blob": "x" * 2000}, requestor="u", log_user="u",
+                         state=JobState.SUCCEEDED, finished_at=1.0) for i in range(3000)]
+    store.insert(records)
+    assert size() > empty + 6_000_000
+    store.delete_jobs([r.id for r in records])
+    store.compact()
+    assert size() < empty + 200_000 and store._db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+    store.close()

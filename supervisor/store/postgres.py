@@ -137,5 +137,8 @@ class PostgresStore(SqlStore):
             super().set_queue_control(value)
             self._execute("SELECT pg_notify(?, ?)", (JOB_CHANNEL, "- queue"))
 
+    def compact(self) -> None:
+        """Nothing to do: PostgreSQL's autovacuum reclaims the rows retention deletes."""
+
     def close(self) -> None:
         self._db.close()

@@ -141,12 +141,12 @@ class Batches:
         """A resubmitted batch (same id, same body, same requestor) is the original one."""
         if req.batch_id is None:
             return None
-        batch = self.store.get_batch(req.batch_id)
+        batch = self.store.get_batch(req.batch_id, requestor)  # ids are per requestor: others' do not count
         if batch is None:
             self._refuse_tagged_jobs(req.batch_id, requestor)
             return None
-        if batch.requestor != requestor or batch.request_hash != batch_request_hash(req):
-            raise Conflict(f"batch id {req.batch_id!r} is already used by a different batch")
+        if batch.request_hash != batch_request_hash(req):
+            raise Conflict(f"batch id {req.batch_id!r} is already used by a different batch of yours")
         return batch
 
     def _refuse_tagged_jobs(self, batch_id: str, requestor: str) -> None:
@@ -173,11 +173,11 @@ class Batches:
         `capped`: a non-admin's batch counts against max_queued_per_user."""
         self.scheduler.check_room(records, capped)
         if not self.store.insert_batch(batch):
-            raise Conflict(f"batch id {batch.id!r} is already used by a different batch")
+            raise Conflict(f"batch id {batch.id!r} is already used by a different batch of yours")
         try:
             self.scheduler.accept(records, capped)
         except BaseException:
-            self.store.delete_batch(batch.id)
+            self.store.delete_batch(batch.id, batch.requestor)
             raise
         await self.scheduler.queue_stored(records)
 
@@ -187,12 +187,12 @@ class Batches:
         if item.batch_id is None:
             return
         try:
-            batch = self.store.get_batch(item.batch_id)
+            batch = self.store.get_batch(item.batch_id, item.requestor)
         except StoreUnavailable:
             logger.warning("batch {}: the callback for item {} is queued once the job store recovers",
                            item.batch_id, item.id)
             return
-        if batch is None or batch.callback_job is None or batch.requestor != item.requestor:
+        if batch is None or batch.callback_job is None:
             return
         self.queue_callback(batch, item)
 
@@ -220,7 +220,7 @@ class Batches:
     def queue_missed_callbacks(self) -> None:
         """Callbacks of items that ended while they could not be queued (a crash, a store outage)."""
         for item in self.store.items_missing_callback(CALLBACK_KEY_PREFIX):
-            batch = self.store.get_batch(item.batch_id or "")
+            batch = self.store.get_batch(item.batch_id or "", item.requestor)
             if batch is not None:
                 logger.info("batch {}: queueing the missed callback for item {}", batch.id, item.id)
                 self.queue_callback(batch, item)
@@ -230,8 +230,8 @@ def refuse_joining_a_batch(store: Store, requestor: str, batch_id: str) -> None:
     """POST /v1/jobs may tag a job with a batch_id, but not add it to a batch POST /v1/batches
     created: that batch's size, counts and `done` are its own items (Batches._refuse_tagged_jobs
     keeps the rule the other way round)."""
-    batch = store.get_batch(batch_id)
-    if batch is not None and batch.requestor == requestor:
+    batch = store.get_batch(batch_id, requestor)
+    if batch is not None:
         raise Conflict(f"batch {batch_id!r} was created by POST /v1/batches and takes no more items; "
                        "create a new batch, or tag this job with another batch_id")
 

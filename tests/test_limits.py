@@ -333,3 +333,21 @@ def test_health_metrics_and_log_sizes_of_others_are_for_admins(users: LocalUsers
     admin = d.client.request("GET", "/healthz").json()
     assert admin["running"] == 1 and "runspace_jobs{" in d.client.request("GET", "/metrics").text
     d.client.cancel(alice_job["id"])
+
+
+@needs_root
+def test_batch_ids_are_per_requestor(users: LocalUsers, multiuser) -> None:
+    d = multiuser(RUNSPACE_ALLOWED_USERS=f"{users.alice.name},{users.bob.name}")
+    alice = value(as_user(users.alice, d, lambda c: c.submit_batch("echo", [{"value": 1}], batch_id="nightly")))
+    assert alice[0] == 202
+
+    def bob_tries(c: Client) -> dict[str, Any]:
+        seen = raw(c, "GET", "/v1/batches/nightly")[0]
+        mine = raw(c, "POST", "/v1/batches", json={"job": "echo", "items": [{"value": 2}, {"value": 3}],
+                                                   "batch_id": "nightly"})
+        return {"seen": seen, "mine": mine[0], "size": raw(c, "GET", "/v1/batches/nightly")[1]["size"]}
+
+    bob = value(as_user(users.bob, d, bob_tries))
+    assert bob == {"seen": 404, "mine": 202, "size": 2}  # no oracle, and the id is his too
+    assert value(as_user(users.alice, d, lambda c: c.batch("nightly")))["size"] == 1
+    assert d.client.request("GET", "/v1/batches/nightly", params={"requestor": users.bob.name}).json()["size"] == 2

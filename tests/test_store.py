@@ -83,7 +83,10 @@ def test_batches_and_their_callback_queries(store: Store) -> None:
                         created_at=5.0)
     assert store.insert_batch(batch) is True
     assert store.insert_batch(batch) is False, "the id is taken"
-    assert store.get_batch("b1") == batch
+    assert store.get_batch("b1", "alice") == batch
+    theirs = BatchRecord(id="b1", job="echo", requestor="mallory", size=1, request_hash="h", created_at=5.0)
+    assert store.insert_batch(theirs) is True, "batch ids are per requestor"
+    assert store.get_batch("b1", "mallory") == theirs
     items = [_job(n, batch_id="b1") for n in range(1, 4)]
     items[0].state = items[1].state = JobState.SUCCEEDED
     store.insert([*items, _job(9, batch_id="b1", requestor="mallory")])  # same batch id, not this batch
@@ -101,9 +104,10 @@ def test_batches_and_their_callback_queries(store: Store) -> None:
 
     empty = BatchRecord(id="b2", job="echo", requestor="alice", size=1, request_hash="h", created_at=6.0)
     store.insert_batch(empty)
-    assert store.delete_empty_batches() == 1 and store.get_batch("b2") is None and store.get_batch("b1")
-    store.delete_batch("b1")
-    assert store.get_batch("b1") is None
+    assert store.delete_empty_batches() == 1 and store.get_batch("b2", "alice") is None
+    assert store.get_batch("b1", "alice") and store.get_batch("b1", "mallory")  # mallory's has an item
+    store.delete_batch("b1", "alice")
+    assert store.get_batch("b1", "alice") is None and store.get_batch("b1", "mallory") == theirs
 
 
 def test_removal_and_queue_control(store: Store) -> None:

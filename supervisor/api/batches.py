@@ -78,10 +78,13 @@ async def get_batch(
     caller: CallerDep,
     limit: Annotated[int, Query(ge=0, le=1000, description="Items per page (0: counts only).")] = 100,
     cursor: CursorQuery = None,
+    requestor: Annotated[str | None, Query(description="Admins: whose batch (batch ids are per requestor; "
+                                                       "default: your own).")] = None,
 ) -> dict[str, object]:
     """Counts per state, callback counts, and a page of the items in submission order."""
-    batch = daemon.store.get_batch(batch_id)
-    if batch is None or not (caller.admin or batch.requestor == caller.name):
+    owner = requestor if caller.admin and requestor else caller.name
+    batch = daemon.store.get_batch(batch_id, owner)
+    if batch is None:
         raise NotFound(f"no batch {batch_id}; jobs tagged with a batch_id by POST /v1/jobs are listed by "
                        f"GET /v1/jobs?batch_id={batch_id}")
     items, next_cursor = daemon.store.batch_items(batch, limit, int(cursor) if cursor else None)

@@ -45,9 +45,10 @@ BUMP_COUNTER = ("INSERT INTO counters (name, value) VALUES (?, 1) "
                 "ON CONFLICT (name) DO UPDATE SET value = counters.value + 1 RETURNING value")
 
 INSERT_BATCH = (f"INSERT INTO batches ({', '.join(BATCH_FIELDS)}) VALUES ({marks(len(BATCH_FIELDS))}) "
-                "ON CONFLICT (id) DO NOTHING RETURNING id")
-GET_BATCH = "SELECT * FROM batches WHERE id = ?"
-DELETE_BATCH = "DELETE FROM batches WHERE id = ?"
+                "ON CONFLICT (requestor, id) DO NOTHING RETURNING id")
+# Batch ids are per requestor: another user's "nightly" is another batch.
+GET_BATCH = "SELECT * FROM batches WHERE id = ? AND requestor = ?"
+DELETE_BATCH = "DELETE FROM batches WHERE id = ? AND requestor = ?"
 # A batch row is written just before its items; one without items is a request that died
 # between, or one whose items were all removed (`created_at < ?` spares batches being made).
 DELETE_EMPTY_BATCHES = ("DELETE FROM batches WHERE created_at < ? AND NOT EXISTS "
@@ -209,16 +210,16 @@ class SqlStore:
     # -- batches (the items themselves are ordinary jobs) -----------------------------------
 
     def insert_batch(self, batch: BatchRecord) -> bool:
-        """False: the id is taken."""
+        """False: the requestor has a batch of this id already."""
         row = self._execute(INSERT_BATCH, [getattr(batch, name) for name in BATCH_FIELDS]).fetchone()
         return row is not None
 
-    def get_batch(self, batch_id: str) -> BatchRecord | None:
-        row = self._execute(GET_BATCH, (batch_id,)).fetchone()
+    def get_batch(self, batch_id: str, requestor: str) -> BatchRecord | None:
+        row = self._execute(GET_BATCH, (batch_id, requestor)).fetchone()
         return BatchRecord(**{name: row[name] for name in BATCH_FIELDS}) if row else None
 
-    def delete_batch(self, batch_id: str) -> None:
-        self._execute(DELETE_BATCH, (batch_id,))
+    def delete_batch(self, batch_id: str, requestor: str) -> None:
+        self._execute(DELETE_BATCH, (batch_id, requestor))
 
     def delete_empty_batches(self, created_before: float | None = None) -> int:
         return self._execute(DELETE_EMPTY_BATCHES, (created_before if created_before is not None else float("inf"),)).rowcount

@@ -397,7 +397,7 @@ class Scheduler:
         opts = self.options_of(job).applied(self.s.settings)
         assert opts.timeout is not None and opts.kill_grace is not None  # applied() fills both
         return Limits(timeout=opts.timeout, idle_timeout=opts.idle_timeout, max_memory=opts.max_memory,
-                      kill_grace=opts.kill_grace)
+                      kill_grace=opts.kill_grace, max_result_bytes=self.s.settings.max_result_bytes)
 
     def _start(self, rec: JobRecord) -> None:
         jt = self._registry().types.get(rec.job)

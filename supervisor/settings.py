@@ -73,6 +73,9 @@ class Settings(BaseSettings):
         64, ge=1, description="Open connections (log follows included) per caller uid; root is not capped."
     )
     idle_timeout: float = Field(5.0, gt=0, description="Seconds an idle connection stays open.")
+    max_result_bytes: int = Field(
+        16 * 2**20, ge=1024, le=64 * 2**20, description="Largest job result stored; a bigger one fails the job."
+    )
     max_queued_per_user: int = Field(10_000, ge=1, description="Queued jobs per requestor before 429 (admins exempt).")
     allowed_users: CommaList = Field(default_factory=list, description="User names allowed to submit (comma-separated).")
     allowed_groups: CommaList = Field(default_factory=list, description="Groups whose members may submit.")

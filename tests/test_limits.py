@@ -351,3 +351,11 @@ def test_batch_ids_are_per_requestor(users: LocalUsers, multiuser) -> None:
     assert bob == {"seen": 404, "mine": 202, "size": 2}  # no oracle, and the id is his too
     assert value(as_user(users.alice, d, lambda c: c.batch("nightly")))["size"] == 1
     assert d.client.request("GET", "/v1/batches/nightly", params={"requestor": users.bob.name}).json()["size"] == 2
+
+
+def test_a_result_over_max_result_bytes_fails_the_job_and_is_not_stored(make_daemon) -> None:
+    d = make_daemon(RUNSPACE_MAX_RESULT_BYTES="4096")
+    big = d.wait(d.submit("echo", {"value": "x" * 10_000})["id"])
+    assert (big["state"], big["error"]["type"], big["result"]) == ("failed", "ResultTooLarge", None), big
+    assert "max_result_bytes (4096)" in big["error"]["message"]
+    assert d.wait(d.submit("echo", {"value": "small"})["id"])["state"] == "succeeded"

@@ -35,6 +35,7 @@ class Limits:
     idle_timeout: float | None
     max_memory: int | None
     kill_grace: float
+    max_result_bytes: int = MAX_RESULT_BYTES
 
 
 @dataclass
@@ -195,10 +196,23 @@ def _result_written_at(run: RunningJob) -> float | None:
     return min(max(written, run.rec.started_at or written), time.time())
 
 
+def _result_size(run: RunningJob) -> int:
+    try:
+        return run.files.result.lstat().st_size
+    except OSError:
+        return 0
+
+
 def outcome_of(run: RunningJob) -> Outcome:
     exit_code, sig = _status_fields(run.exit_status)
+    size, cap = _result_size(run), run.limits.max_result_bytes
+    if size > cap and run.kill_reason is None:  # never read, never stored
+        return Outcome(JobState.FAILED, error_type="ResultTooLarge", exit_code=exit_code, signal=sig,
+                       error_message=f"the job's result is {size} bytes, over max_result_bytes ({cap}); return "
+                                     "less (write large data to a file and return its path) or ask an admin to "
+                                     "raise RUNSPACE_MAX_RESULT_BYTES")
     try:
-        report = check_result(read_json(run.files.result, MAX_RESULT_BYTES))
+        report = check_result(read_json(run.files.result, cap))
     except InvalidReport as exc:
         if run.kill_reason is None:
             return Outcome(JobState.FAILED, error_type="InvalidResult", exit_code=exit_code, signal=sig,

@@ -30,7 +30,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "tests" / "artifacts" / "dashboard"
 
 try:
-    from playwright.sync_api import Browser, Page, expect, sync_playwright
+    from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 except ImportError:  # the test extra is not installed
     sync_playwright = None
 
@@ -130,21 +130,32 @@ def dashboard_as(user: LocalUser, daemon: DaemonProcess) -> Iterator[Dashboard]:
         print(f"{errors}:\n{errors.read_text()}")
 
 
+@dataclass
+class Chromium:
+    browser: Browser
+    sessions: dict[str, BrowserContext]  # dashboard URL -> the context that logged in with its token
+
+
 @contextmanager
-def chromium() -> Iterator[Browser]:
+def chromium() -> Iterator[Chromium]:
     with sync_playwright() as p:
         # Chromium refuses to run as root with its sandbox on (the suite runs as root in CI).
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"] if os.geteuid() == 0 else [])
         try:
-            yield browser
+            yield Chromium(browser, {})
         finally:
             browser.close()
 
 
-def open_page(browser: Browser, ui: Dashboard) -> Page:
-    page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+def open_page(chrome: Chromium, ui: Dashboard) -> Page:
+    """A new tab on the dashboard's first page. The printed URL's token works once: the first tab
+    logs in with it, later ones share that browser context's cookie."""
+    first = ui.url not in chrome.sessions
+    if first:
+        chrome.sessions[ui.url] = chrome.browser.new_context(viewport={"width": 1280, "height": 800})
+    page = chrome.sessions[ui.url].new_page()
     page.on("dialog", lambda dialog: dialog.accept())  # the confirmations of cancel and restart
-    page.goto(ui.url)
+    page.goto(ui.url if first else ui.base + "/")
     return page
 
 
@@ -185,6 +196,8 @@ def test_token_cookie_headers_csrf_and_ctrl_c(daemon: DaemonProcess) -> None:
             assert web.get("/?token=wrong").status_code == 401
             login = web.get(ui.url)
             assert login.status_code == 303 and login.headers["location"] == "/"  # the token leaves the URL
+            again = httpx.get(ui.url)  # another client with the same URL: the token was good once
+            assert again.status_code == 401 and "works once" in again.text
             cookie = login.headers["set-cookie"].lower()
             assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
             page = web.get("/")

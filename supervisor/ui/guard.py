@@ -45,12 +45,14 @@ def same(given: str | None, expected: str) -> bool:
 
 
 class Guard:
-    """401 without the token or the cookie; the token is swapped for the cookie and dropped from the URL."""
+    """401 without the token or the cookie. The token is good once: swapped for the cookie and
+    dropped from the URL, so a copy of the printed URL (scrollback, a shared screen) opens nothing."""
 
     def __init__(self, app: ASGIApp, keys: Secrets, port: int) -> None:
         self.app = app
         self.keys = keys
         self.port = port
+        self._token_used = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -63,12 +65,14 @@ class Guard:
             await PlainTextResponse("unknown host", status_code=400)(scope, receive, send)
             return
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-        if same(query.get("token"), self.keys.token):
+        if not self._token_used and same(query.get("token"), self.keys.token):
+            self._token_used = True
             await self._log_in(scope, query)(scope, receive, send)
             return
         cookie = SimpleCookie(headers.get("cookie", ""))
         if COOKIE not in cookie or not same(cookie[COOKIE].value, self.keys.session):
-            text = "401: open the dashboard with the URL `runspace ui` printed (it carries a token)\n"
+            text = ("401: open the dashboard with the URL `runspace ui` printed; its token works once "
+                    "(in one browser): for another, start `runspace ui` again\n")
             await PlainTextResponse(text, status_code=401)(scope, receive, send)
             return
         await self.app(scope, receive, send)

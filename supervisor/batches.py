@@ -30,6 +30,7 @@ from supervisor.submit import NAME_PATTERN, Priority, StartConditions, SubmitReq
 
 if TYPE_CHECKING:
     from supervisor.scheduler import Scheduler
+    from supervisor.userlog import UserLog
 
 CALLBACK_KEY_PREFIX = CALLBACK_PREFIX  # the store's queries find a callback by it
 MAX_ITEMS = 100_000
@@ -128,10 +129,11 @@ def check_callback_type(registry: Registry, name: str) -> None:
 class Batches:
     """Creates batches and queues their callbacks; owned by the daemon, hooked into the scheduler."""
 
-    def __init__(self, store: Store, scheduler: Scheduler, registry: Callable[[], Registry]) -> None:
+    def __init__(self, store: Store, scheduler: Scheduler, registry: Callable[[], Registry], user_log: UserLog) -> None:
         self.store = store
         self.scheduler = scheduler
         self._registry = registry
+        self._user_log = user_log
 
     @property
     def registry(self) -> Registry:
@@ -208,10 +210,18 @@ class Batches:
         except RunspaceError as exc:
             logger.error("batch {}: callback {} for item {} not queued: {}", batch.id, batch.callback_job,
                          item.id, exc)
-            self.scheduler.s.user_log.event(item, f"batch callback {batch.callback_job} not queued: {exc}")
+            self._user_log.event(item, f"batch callback {batch.callback_job} not queued: {exc}")
 
     def recover(self) -> None:
-        """At start-up: drop batches that never got their items; queue callbacks a crash skipped."""
+        """At start-up: drop batches that never got their items; queue callbacks a crash skipped.
+        Started on a full disk, the callbacks follow when the store recovers (the daemon hooks
+        queue_missed_callbacks into the store guard)."""
+        try:
+            self._recover()
+        except StoreUnavailable as exc:
+            logger.warning("batch recovery postponed: {}", exc)
+
+    def _recover(self) -> None:
         dropped = self.store.delete_empty_batches()
         if dropped:
             logger.warning("dropped {} batch(es) whose items were never stored", dropped)
@@ -253,15 +263,3 @@ def batch_summary(store: Store, batch: BatchRecord) -> dict[str, Any]:
         "created_at": rfc3339(batch.created_at),
         "location": f"/v1/batches/{batch.id}",
     }
-
-
-def attach(daemon: Any) -> Batches:
-    """Wire batches into a daemon: the scheduler hook, then the start-up recovery sweep."""
-    batches = Batches(daemon.store, daemon.scheduler, lambda: daemon.registry)
-    daemon.scheduler.on_finished.append(batches.on_item_finished)
-    daemon.store.on_recovered.append(batches.queue_missed_callbacks)
-    try:
-        batches.recover()
-    except StoreUnavailable as exc:  # started on a full disk: the callbacks follow when it recovers
-        logger.warning("batch recovery postponed: {}", exc)
-    return batches

@@ -145,7 +145,12 @@ def _client(ctx: click.Context):
     from supervisor.client import Client
     from supervisor.locate import daemon_socket
 
-    return Client(Path(ctx.obj.get("socket") or daemon_socket()))
+    socket = ctx.obj.get("socket") or daemon_socket()
+    if socket is None:
+        from supervisor.settings import load_settings  # raises InvalidParams naming what is wrong
+
+        socket = load_settings().socket
+    return Client(Path(socket))
 
 
 def read_input(path: str, option: str) -> str:

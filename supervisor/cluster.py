@@ -48,7 +48,7 @@ class Cluster:
             tg.start_soon(self._listen, scheduler)
             await self.lease.lost.wait()
             tg.cancel_scope.cancel()
-        logger.error("host {}: killing its {} running jobs and stopping", self.host_id, len(scheduler.running))
+        logger.error("host {}: killing its {} running jobs and stopping", self.host_id, scheduler.running_count())
         await scheduler.abandon()
         stop(f"the lease of host {self.host_id} was taken over (the daemon was silent for longer than "
              f"lease_ttl, {self.lease.ttl:g} s) and other hosts settled its jobs; it stopped after killing them")
@@ -89,7 +89,7 @@ class Cluster:
             self._cancel_here(scheduler, row["id"])
 
     def _cancel_here(self, scheduler: Scheduler, job_id: str) -> None:
-        if job_id not in scheduler.running:
+        if not scheduler.is_running(job_id):
             return
         rec = self.store.get(job_id)
         if rec is None:
@@ -148,13 +148,7 @@ def _report_settled(item: SettledJob, scheduler: Scheduler, user_log: UserLog) -
     if rec.state == JobState.LOST:
         logger.warning("job {}: lost with host {} (lease expired)", rec.id, item.dead_host)
         user_log.event(rec, f"lost: {rec.error_message}")
-        scheduler.stats[f"{rec.job}|{rec.state}"] += 1
-        scheduler.stats["kill|daemon_lost"] += 1
-        for hook in scheduler.on_finished:  # e.g. batch callbacks: the dead host cannot run them
-            try:
-                hook(rec)
-            except Exception:
-                logger.exception("on_finished hook {} failed for job {}", hook, rec.id)
+        scheduler.ended_elsewhere(rec)  # e.g. batch callbacks: the dead host cannot run them
     elif not item.started:
         logger.warning("job {}: re-queued: host {} died after claiming it, before starting it", rec.id, item.dead_host)
         user_log.event(rec, f"claimed by host {item.dead_host}, which died before starting it; re-queued")

@@ -8,6 +8,7 @@ import functools
 import json
 import os
 import signal
+import socket
 import sys
 import typing
 from pathlib import Path
@@ -15,14 +16,15 @@ from pathlib import Path
 import anyio
 import uvicorn
 from anyio import CancelScope
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, UNIXDatagramSocket
 from loguru import logger
 
 from supervisor import systemd
 from supervisor.api.app import create_app
-from supervisor.api.connections import ConnectionTable
-from supervisor.api.peer import PeerCredProtocol
+from supervisor.api.connections import ConnectionTable, PeerCredProtocol
+from supervisor.api.state import DaemonState
 from supervisor.api.tokens import TokenTable
+from supervisor.batches import Batches
 from supervisor.daemon_lock import hold_state_dir, refuse_a_live_socket
 from supervisor.descriptors import close_inherited_fds, raise_fd_limit
 from supervisor.errors import RunspaceError, StoreUnavailable
@@ -139,57 +141,30 @@ class Daemon:
             return 0
 
     async def serve(self) -> None:
+        """Start-up, one named step after another; then serve until SIGTERM."""
         s = self.settings
-        check_settings(s)
-        for name in unknown_env(os.environ):
-            logger.warning("{} is not a runspace setting and is ignored (`runspace daemon --help` lists them)", name)
-        for doubt in doubtful_settings(s):
-            logger.warning(doubt)
-        s.state_dir.mkdir(parents=True, exist_ok=True)
-        self._state_lock = hold_state_dir(s.state_dir)  # before anything else touches the state dir
-        if not systemd.socket_activated():
-            refuse_a_live_socket(s.socket)
-        s.logs.mkdir(parents=True, exist_ok=True)
-        check_config_trusted(s)
-        prepare_shared_dirs(s.state_dir, s.logs, None if "://" in s.store_url else Path(s.store_url))
-        become_subreaper()
-        raw_store = open_store(s.store_url)
-        self.store = StoreGuard(raw_store, store_file(s.store_url))
-        self.starts = self._count_start()
+        self._check_settings()
+        self._claim_state_dir()  # before anything else touches the state dir
+        raw_store = self._open_store()
         self.registry = await self.load_jobs()
-        events_path = s.state_dir / "events.sock"
-        with contextlib.suppress(FileNotFoundError):
-            events_path.unlink()
-        events = await anyio.create_unix_datagram_socket(local_path=events_path, local_mode=0o666)
-        self.cgroups = cgroups = self._cgroups()
-        self.forkserver = ForkServer() if s.fork_server else None
-        shim = native_shim() if s.native_shim else None
-        if shim and os.geteuid() == 0:
-            make_shim_private(shim)
-        services = Services(s, self.store, UserLog(s.logs, s.log_rotation, s.log_retention), Reaper(), cgroups,
-                            events_path, self.forkserver, shim)
+        events_path, events = await self._open_events_socket()
+        services = self._services(events_path)
         cluster = self._cluster(raw_store)
         self.scheduler = Scheduler(services, lambda: self.registry, self.store.wrap(cluster.queue) if cluster else None)
         self.store.on_recovered.append(self.scheduler.on_store_recovered)
+        batches = self._batches(services)
         if cluster:
             cluster.join()  # take the lease before re-adopting, so no survivor settles those jobs
-        self.scheduler.recover()  # first: every spare cgroup it finds then is an earlier fork server's
+        self.scheduler.recover()  # before the fork server: every spare cgroup found is an earlier one's
+        batches.recover()  # after the scheduler's: callbacks of items that ended while we were down
         self._restart_forkserver()
-        inherited = systemd.listen_sockets()  # systemd's socket: never ours to unlink
-        sockets = inherited or [bind_unix(s.socket, s.socket_group)]
-        if s.tcp_listen:  # remote callers: same app, identity from a bearer token
-            self.tokens = TokenTable.load(s.tokens_file)
-            sockets.append(bind_tcp(s.tcp_listen))
-            logger.info("also listening on tcp {} ({} tokens)", s.tcp_listen, len(self.tokens.entries))
-        # No proxy sits in front of a Unix socket: X-Forwarded-* headers are a client's to forge.
-        connections = ConnectionTable(s.max_connections_per_user)
-        protocol = functools.partial(PeerCredProtocol, connections=connections)
-        server = _Server(uvicorn.Config(create_app(self, connections), http=protocol, lifespan="off",  # type: ignore[arg-type]
-                                        log_config=None, access_log=False, timeout_graceful_shutdown=1,
-                                        timeout_keep_alive=s.idle_timeout, proxy_headers=False))
+        sockets, inherited = self._listen()
+        server = self._http_server(sockets, DaemonState(
+            settings=s, store=self.store, scheduler=self.scheduler, batches=batches, forkserver=self.forkserver,
+            starts=self.starts, live_registry=lambda: self.registry, live_draining=lambda: self.draining))
         where = f"{inherited[0].getsockname()} (from systemd)" if inherited else s.socket
         logger.info("runspace daemon {} listening on {} (cgroups: {})", os.getpid(), where,
-                    cgroups.root if cgroups else "off")
+                    self.cgroups.root if self.cgroups else "off")
         self.serving = True
         try:
             async with anyio.create_task_group() as tg:
@@ -204,15 +179,96 @@ class Daemon:
                 tg.start_soon(self._announce_ready, server)
                 tg.start_soon(self._serve_then_stop, server, sockets, tg.cancel_scope)
         finally:
-            if not inherited:  # by path: uvicorn has closed the socket object by now
-                with contextlib.suppress(FileNotFoundError):
-                    s.socket.unlink()
-            if self.forkserver:  # first: its spare's cgroup must be empty for cgroups.close()
-                self.forkserver.close()
-            if cgroups:
-                cgroups.close()
-            self.store.close()
+            self._close(inherited)
         logger.info("daemon stopped; running jobs keep running and will be re-adopted")
+
+    # -- start-up steps, in the order serve() takes them ---------------------------------
+
+    def _check_settings(self) -> None:
+        """Refuse what cannot work (one line, exit 2); warn about what looks wrong."""
+        check_settings(self.settings)
+        for name in unknown_env(os.environ):
+            logger.warning("{} is not a runspace setting and is ignored (`runspace daemon --help` lists them)", name)
+        for doubt in doubtful_settings(self.settings):
+            logger.warning(doubt)
+
+    def _claim_state_dir(self) -> None:
+        """The state dir is this daemon's alone; so is the socket; then the shared dirs and config."""
+        s = self.settings
+        s.state_dir.mkdir(parents=True, exist_ok=True)
+        self._state_lock = hold_state_dir(s.state_dir)
+        if not systemd.socket_activated():
+            refuse_a_live_socket(s.socket)
+        s.logs.mkdir(parents=True, exist_ok=True)
+        check_config_trusted(s)
+        prepare_shared_dirs(s.state_dir, s.logs, None if "://" in s.store_url else Path(s.store_url))
+        become_subreaper()
+
+    def _open_store(self) -> Store:
+        """Open (and migrate) the store behind its guard, and count this start."""
+        raw_store = open_store(self.settings.store_url)
+        self.store = StoreGuard(raw_store, store_file(self.settings.store_url))
+        self.starts = self._count_start()
+        return raw_store
+
+    async def _open_events_socket(self) -> tuple[Path, UNIXDatagramSocket]:
+        """Where job processes ping the daemon when their progress changes."""
+        path = self.settings.state_dir / "events.sock"
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return path, await anyio.create_unix_datagram_socket(local_path=path, local_mode=0o666)
+
+    def _services(self, events_path: Path) -> Services:
+        """What the scheduler runs jobs with: cgroups, the fork server's handle, the shim, logs."""
+        s = self.settings
+        self.cgroups = self._cgroups()
+        self.forkserver = ForkServer() if s.fork_server else None
+        shim = native_shim() if s.native_shim else None
+        if shim and os.geteuid() == 0:
+            make_shim_private(shim)
+        return Services(s, self.store, UserLog(s.logs, s.log_rotation, s.log_retention), Reaper(), self.cgroups,
+                        events_path, self.forkserver, shim)
+
+    def _batches(self, services: Services) -> Batches:
+        """Batch callbacks: queued as items end, and those missed while the store was down."""
+        batches = Batches(self.store, self.scheduler, lambda: self.registry, services.user_log)
+        self.scheduler.add_end_hook(batches.on_item_finished)
+        self.store.on_recovered.append(batches.queue_missed_callbacks)
+        return batches
+
+    def _listen(self) -> tuple[list[socket.socket], list[socket.socket]]:
+        """The Unix socket (systemd's, or bound here) and the optional TCP listener; the
+        sockets, and those inherited from systemd (never ours to unlink)."""
+        s = self.settings
+        inherited = systemd.listen_sockets()
+        sockets = inherited or [bind_unix(s.socket, s.socket_group)]
+        if s.tcp_listen:  # remote callers: same app, identity from a bearer token
+            self.tokens = TokenTable.load(s.tokens_file)
+            sockets.append(bind_tcp(s.tcp_listen))
+            logger.info("also listening on tcp {} ({} tokens)", s.tcp_listen, len(self.tokens.entries))
+        return sockets, inherited
+
+    def _http_server(self, sockets: list[socket.socket], state: DaemonState) -> uvicorn.Server:
+        # No proxy sits in front of a Unix socket: X-Forwarded-* headers are a client's to forge.
+        s = self.settings
+        connections = ConnectionTable(s.max_connections_per_user)
+        protocol = functools.partial(PeerCredProtocol, connections=connections)
+        app = create_app(state, self.tokens, connections)
+        return _Server(uvicorn.Config(app, http=protocol, lifespan="off",  # type: ignore[arg-type]
+                                      log_config=None, access_log=False, timeout_graceful_shutdown=1,
+                                      timeout_keep_alive=s.idle_timeout, proxy_headers=False))
+
+    def _close(self, inherited: list[socket.socket]) -> None:
+        if not inherited:  # by path: uvicorn has closed the socket object by now
+            with contextlib.suppress(FileNotFoundError):
+                self.settings.socket.unlink()
+        if self.forkserver:  # first: its spare's cgroup must be empty for cgroups.close()
+            self.forkserver.close()
+        if self.cgroups:
+            self.cgroups.close()
+        self.store.close()
+
+    # -- running ------------------------------------------------------------------------
 
     async def _serve_then_stop(self, server: uvicorn.Server, sockets: list, scope: CancelScope) -> None:
         await server.serve(sockets=sockets)

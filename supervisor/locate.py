@@ -31,8 +31,9 @@ def default_config_file() -> Path | None:
     return Path("/etc/runspace/config.toml") if is_root() else None
 
 
-def daemon_socket() -> Path:
-    """The socket the daemon listens on, as the settings would say (supervisor/settings.py)."""
+def daemon_socket() -> Path | None:
+    """The socket the daemon listens on, as the settings would say (supervisor/settings.py);
+    None when the config file cannot be read plainly: the settings model then explains why."""
     # pydantic-settings reads RUNSPACE_* names in any case; click's --socket envvar only the upper.
     for key, value in os.environ.items():
         if key.upper() == "RUNSPACE_SOCKET":
@@ -48,6 +49,4 @@ def daemon_socket() -> Path:
             return Path(value)
     except (OSError, UnicodeDecodeError, ValueError):  # tomllib's TOMLDecodeError is a ValueError
         pass
-    from supervisor.settings import load_settings  # raises InvalidParams naming what is wrong
-
-    return load_settings().socket
+    return None

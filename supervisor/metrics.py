@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import bisect
-from collections import defaultdict
-from typing import TYPE_CHECKING
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 
-if TYPE_CHECKING:
-    from supervisor.daemon import Daemon
+from supervisor.models import JobRecord
 
 # Seconds: from quick API-backed jobs to hour-long ingestion runs.
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
@@ -38,6 +37,31 @@ class DurationHistogram:
         return lines
 
 
+@dataclass
+class JobStats:
+    """What this daemon counted as jobs ended since it started (the scheduler counts; /metrics reads)."""
+
+    kills: Counter[str] = field(default_factory=Counter)  # by KillReason
+    durations: DurationHistogram = field(default_factory=DurationHistogram)
+
+    def job_ended(self, rec: JobRecord, ran_here: bool = True) -> None:
+        """`ran_here`: False for a job another host settled (lost with its dead host)."""
+        if rec.reason:
+            self.kills[rec.reason] += 1
+        if ran_here and rec.started_at and rec.finished_at:
+            self.durations.observe(rec.job, rec.finished_at - rec.started_at)
+
+
+@dataclass(frozen=True)
+class Gauges:
+    """The numbers /metrics reads at the moment it is asked."""
+
+    jobs: dict[tuple[str, str], int]  # (job type, state) -> jobs in the store
+    queued: int
+    running: int
+    daemon_starts: int
+
+
 def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -46,26 +70,24 @@ def _family(name: str, kind: str, help_text: str) -> list[str]:
     return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
 
 
-def render_metrics(daemon: Daemon) -> str:
-    scheduler = daemon.scheduler
+def render_metrics(gauges: Gauges, stats: JobStats) -> str:
     lines = _family("runspace_jobs", "gauge", "Jobs in the store by type and state.")
-    for (job, state), count in sorted(daemon.store.count_by_state().items()):
+    for (job, state), count in sorted(gauges.jobs.items()):
         lines.append(f'runspace_jobs{{job="{_label(job)}",state="{state}"}} {count}')
     lines += _family("runspace_queue_depth", "gauge", "Jobs waiting to run on this host.")
-    lines.append(f"runspace_queue_depth {len(scheduler.queue)}")
+    lines.append(f"runspace_queue_depth {gauges.queued}")
     lines += _family("runspace_running", "gauge", "Jobs running on this host.")
-    lines.append(f"runspace_running {len(scheduler.running)}")
+    lines.append(f"runspace_running {gauges.running}")
     lines += _family("runspace_job_duration_seconds", "histogram",
                      "Run time of jobs that ended since the daemon started, by type.")
-    lines += scheduler.durations.render("runspace_job_duration_seconds")
+    lines += stats.durations.render("runspace_job_duration_seconds")
     lines += _family("runspace_kills_total", "counter", "Jobs killed, by reason, since the daemon started.")
-    for key, count in sorted(scheduler.stats.items()):
-        if key.startswith("kill|"):
-            lines.append(f'runspace_kills_total{{reason="{_label(key[5:])}"}} {count}')
+    for reason, count in sorted(stats.kills.items()):
+        lines.append(f'runspace_kills_total{{reason="{_label(reason)}"}} {count}')
     lines += _family("runspace_daemon_starts_total", "counter", "Times a daemon started on this store.")
-    lines.append(f"runspace_daemon_starts_total {daemon.starts}")
+    lines.append(f"runspace_daemon_starts_total {gauges.daemon_starts}")
     lines += _family("runspace_daemon_restarts_total", "counter", "Daemon starts after the first on this store.")
-    lines.append(f"runspace_daemon_restarts_total {max(daemon.starts - 1, 0)}")
+    lines.append(f"runspace_daemon_restarts_total {max(gauges.daemon_starts - 1, 0)}")
     return "\n".join(lines) + "\n"
 
 

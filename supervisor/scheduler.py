@@ -26,10 +26,10 @@ from supervisor.eligibility import Eligibility
 from supervisor.errors import NotAllowed, NotFound, QueueFull, StoreUnavailable
 from supervisor.exec_policy import EXEC_TYPE, check_exec
 from supervisor.ids import is_job_id
-from supervisor.metrics import DurationHistogram
+from supervisor.metrics import JobStats
 from supervisor.models import JobRecord, JobState, KillReason
 from supervisor.queue import JobQueue, Turns
-from supervisor.queue_control import QueueControl
+from supervisor.queue_control import QueueControl, QueueState
 from supervisor.waiting import explain
 from supervisor.registry import JobOptions, Registry
 from supervisor.runner.adopt import Leader, ever_ran, find_leaders
@@ -85,11 +85,43 @@ class Scheduler:
         self._trash = Trash(services.settings.state_dir)
         self._unrecorded: dict[str, RunFiles] = {}  # run dirs of ended jobs whose end the store has not taken yet
         self._abandoned = False  # the lease was taken over: start nothing, record nothing (abandon())
-        self.stats: Counter[str] = Counter()
-        self.durations = DurationHistogram()
+        self._stats = JobStats()
         # Called with each job's final record after it is persisted (batch callbacks hook in here).
-        self.on_finished: list[Callable[[JobRecord], None]] = []
+        self._end_hooks: list[Callable[[JobRecord], None]] = []
         self.control = QueueControl()  # pause and parallel, as the store keeps them (recover, set_control)
+
+    # -- what others may ask --------------------------------------------------------
+
+    def is_running(self, job_id: str) -> bool:
+        """Running on this host (a job of another host sharing the store is not)."""
+        return job_id in self.running
+
+    def running_count(self, requestor: str | None = None) -> int:
+        """Jobs running on this host: all, or `requestor`'s."""
+        if requestor is None:
+            return len(self.running)
+        return sum(1 for run in self.running.values() if run.rec.requestor == requestor)
+
+    def queued_count(self, requestor: str | None = None) -> int:
+        """Jobs waiting: all, or `requestor`'s. A shared queue counts its rows (StoreUnavailable
+        while the store is down)."""
+        return len(self.queue) if requestor is None else self.queue.queued_by(requestor)
+
+    def command_shim(self) -> str:
+        """How command jobs relay their output: the native shim (runner/shim.c) or Python."""
+        return "native" if self.s.shim else "python"
+
+    def stats(self) -> JobStats:
+        return self._stats
+
+    def add_end_hook(self, hook: Callable[[JobRecord], None]) -> None:
+        """`hook(rec)` runs after each job's end is persisted; its errors are logged, never raised."""
+        self._end_hooks.append(hook)
+
+    def ended_elsewhere(self, rec: JobRecord) -> None:
+        """A dead host's job that this host settled as lost: counted, and the end hooks run."""
+        self._stats.job_ended(rec, ran_here=False)
+        self._run_end_hooks(rec)
 
     # -- submissions ---------------------------------------------------------------
 
@@ -359,6 +391,10 @@ class Scheduler:
 
     # -- queue control ----------------------------------------------------------------
 
+    def queue_state(self) -> QueueState:
+        return QueueState(**self.control.model_dump(), max_concurrency=self.max_running(),
+                          running=len(self.running), queued=len(self.queue))
+
     def max_running(self) -> int:
         return self.control.parallel or self.s.settings.max_concurrency
 
@@ -523,20 +559,19 @@ class Scheduler:
         rec.finished_at = rec.finished_at or time.time()
         self.s.store.update(rec, *_FINAL_FIELDS)
         self.s.user_log.event(rec, _ending_text(rec))
-        self.stats[f"{rec.job}|{rec.state}"] += 1
-        if rec.started_at:
-            self.durations.observe(rec.job, rec.finished_at - rec.started_at)
-        if rec.reason:
-            self.stats[f"kill|{rec.reason}"] += 1
+        self._stats.job_ended(rec)
         self._notify(rec.id, done=True)
-        for hook in self.on_finished:
-            try:
-                hook(rec)
-            except Exception:  # a hook must never stop the scheduler
-                logger.exception("on_finished hook {} failed for job {}", hook, rec.id)
+        self._run_end_hooks(rec)
         if rec.state != JobState.SUCCEEDED:
             for dependent in self.s.store.dependents_of(rec.id):
                 self._end_dependent(dependent, f"job {rec.id} it was to run after ended {rec.state}")
+
+    def _run_end_hooks(self, rec: JobRecord) -> None:
+        for hook in self._end_hooks:
+            try:
+                hook(rec)
+            except Exception:  # a hook must never stop the scheduler
+                logger.exception("end hook {} failed for job {}", hook, rec.id)
 
     # -- dependencies ---------------------------------------------------------------
 

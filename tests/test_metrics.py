@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from supervisor.metrics import DurationHistogram
-from tests.conftest import DaemonProcess, wait_until
+from tests.conftest import TEST_JOBS, DaemonProcess, wait_until
 
 
 def metrics(d: DaemonProcess) -> dict[str, float]:
@@ -73,3 +73,19 @@ def test_histogram_buckets_are_cumulative_and_text_is_well_formed() -> None:
         'd_count{job="we\\"ird"} 4',
     ]
     assert all(re.match(r'^[a-z_]+\{.*\} [0-9.]+$', line) for line in lines)
+
+
+def test_a_job_type_named_kill_is_not_counted_as_a_kill(make_daemon, tmp_path) -> None:
+    """Ends and kills are counted apart: a type named `kill` ending `succeeded` is no kill reason."""
+    extra = tmp_path / "jobs"
+    extra.mkdir()
+    (extra / "named_kill.py").write_text(
+        "from pydantic import BaseModel\nfrom supervisor import job\n"
+        "class P(BaseModel):\n    pass\n"
+        "@job()\ndef kill(params: P, ctx) -> int:\n    return 1\n"
+    )
+    d = make_daemon(RUNSPACE_JOBS_PATH=f"{TEST_JOBS}:{extra}")
+    assert d.submit("kill", {}, wait=30)["state"] == "succeeded"
+    m = metrics(d)
+    assert m['runspace_jobs{job="kill",state="succeeded"}'] == 1
+    assert not [name for name in m if name.startswith("runspace_kills_total")], m

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 
 from supervisor.api.body import json_body, json_body_schema
@@ -19,8 +19,8 @@ from supervisor.store.base import BatchRecord
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
 
-async def batches_of(request: Request) -> Batches:
-    return request.app.state.batches
+async def batches_of(daemon: DaemonDep) -> Batches:
+    return daemon.batches
 
 
 BatchesDep = Annotated[Batches, Depends(batches_of)]

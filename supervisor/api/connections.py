@@ -1,12 +1,16 @@
 """Open connections per caller uid, capped (CONTRACT §12): one user's connections and log
-follows cannot use up the daemon's descriptors or its event loop for everyone else."""
+follows cannot use up the daemon's descriptors or its event loop for everyone else; and the
+per-connection rules that apply before any request is read (slot, idle timeout)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
-from supervisor.api.peer import PeerCred
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from supervisor.api.peer import PeerCred, read_peercred
 from supervisor.errors import TooManyConnections
 
 ROOT_UID = 0
@@ -49,3 +53,34 @@ class ConnectionTable:
             if self._open[conn.uid] <= 0:
                 del self._open[conn.uid]
             conn.uid = None
+
+
+class PeerCredProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, plus the connection (peer credentials, slot) in every
+    request's `scope["state"]["connection"]`.
+
+    uvicorn copies `app_state` into each request scope, so a per-connection copy carries
+    the connection to the app without any global table.
+    """
+
+    def __init__(self, *args: Any, connections: ConnectionTable, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._table = connections
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        peer = read_peercred(sock) if sock is not None else None
+        # "tcp": the caller must prove who it is with a bearer token (api/identify.py).
+        self.conn = Connection(peer, "unix" if peer is not None else "tcp")
+        if peer is not None:
+            self._table.acquire(self.conn, peer.uid)
+        self.app_state = {**self.app_state, "connection": self.conn}
+        # uvicorn arms its keep-alive timer only after a first response: a connection that
+        # never sends a request would otherwise stay open (and hold a descriptor) forever.
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
+                                                            self.timeout_keep_alive_handler)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._table.release(self.conn)
+        super().connection_lost(exc)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from supervisor.api.body import json_body, json_body_schema
 from supervisor.api.deps import CallerDep, CursorQuery, DaemonDep, OffsetQuery
+from supervisor.api.state import DaemonState
 from supervisor.auth import Caller
 from supervisor.batches import refuse_joining_a_batch
 from supervisor.dependencies import check_after
@@ -24,15 +25,12 @@ from supervisor.retention import DONE_STATES, purge, remove_job
 from supervisor.store import JobFilter
 from supervisor.submit import NAME_PATTERN, SubmitRequest, build_record, request_hash
 
-if TYPE_CHECKING:
-    from supervisor.daemon import Daemon
-
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+(?:\.\d+)?)")
 _FOLLOW_POLL = 0.2
 
 
-def status_response(rec: JobRecord, status_code: int | None = None, daemon: Daemon | None = None) -> JSONResponse:
+def status_response(rec: JobRecord, status_code: int | None = None, daemon: DaemonState | None = None) -> JSONResponse:
     """The status object; a queued job's says why it waits when `daemon` is given."""
     code = status_code or (200 if rec.state.done else 202)
     status = JobStatus.of(rec)
@@ -156,7 +154,7 @@ async def cancel_job(job_id: str, daemon: DaemonDep, caller: CallerDep) -> JSONR
     if rec.state.done:
         raise Conflict(f"job {job_id} has already ended ({rec.state}); nothing to cancel")
     daemon.scheduler.cancel(rec)
-    if job_id in daemon.scheduler.running:  # a queued job ended inside cancel(): no done event will come
+    if daemon.scheduler.is_running(job_id):  # a queued job ended inside cancel(): no done event will come
         await daemon.scheduler.wait_done(job_id, daemon.scheduler.limits_for(rec).kill_grace + 2.0)
     return status_response(daemon.store.get(job_id) or rec)
 

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from supervisor.api.deps import CallerDep, DaemonDep
 from supervisor.auth import Caller
 from supervisor.errors import StoreUnavailable
-from supervisor.metrics import render_metrics, render_own_metrics
+from supervisor.metrics import Gauges, render_metrics, render_own_metrics
 
 router = APIRouter(tags=["daemon"])
 
@@ -45,8 +45,8 @@ async def healthz(daemon: DaemonDep, caller: CallerDep) -> JSONResponse:
         "queued": _queued(daemon, caller),
         "job_types": len(daemon.registry.types),
         "broken_modules": len(daemon.registry.broken),
-        "fork_server": _fork_server_state(daemon),
-        "command_shim": "native" if daemon.scheduler.s.shim else "python",
+        "fork_server": daemon.fork_server_state(),
+        "command_shim": daemon.scheduler.command_shim(),
     }
     if problem is None:
         return JSONResponse(body)
@@ -56,14 +56,12 @@ async def healthz(daemon: DaemonDep, caller: CallerDep) -> JSONResponse:
 
 
 def _running(daemon: DaemonDep, caller: Caller) -> int:
-    running = daemon.scheduler.running.values()
-    return len(running) if caller.admin else sum(1 for run in running if run.rec.requestor == caller.name)
+    return daemon.scheduler.running_count(None if caller.admin else caller.name)
 
 
 def _queued(daemon: DaemonDep, caller: Caller) -> int | None:
-    queue = daemon.scheduler.queue
     try:
-        return len(queue) if caller.admin else queue.queued_by(caller.name)
+        return daemon.scheduler.queued_count(None if caller.admin else caller.name)
     except StoreUnavailable:  # a shared queue is counted in the database
         return None
 
@@ -71,16 +69,16 @@ def _queued(daemon: DaemonDep, caller: Caller) -> int | None:
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(daemon: DaemonDep, caller: CallerDep) -> PlainTextResponse:
     """Admins get every family; anyone else their own queued and running jobs."""
-    text = render_metrics(daemon) if caller.admin else \
+    text = render_metrics(_gauges(daemon), daemon.scheduler.stats()) if caller.admin else \
         render_own_metrics(_queued(daemon, caller), _running(daemon, caller))
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 
-def _fork_server_state(daemon: DaemonDep) -> str:
-    """`warming` for the second or so after a (re)start while it imports the job modules."""
-    server = daemon.forkserver
-    if server is None:
-        return "off"
-    if server.ready():
-        return "ready"
-    return "warming" if server.running else "down (jobs start with posix_spawn)"
+def _gauges(daemon: DaemonDep) -> Gauges:
+    """Every job's: for admins."""
+    try:
+        queued = daemon.scheduler.queued_count()
+    except StoreUnavailable:  # a shared queue is counted in the database
+        queued = 0
+    return Gauges(jobs=daemon.store.count_by_state(), queued=queued, running=daemon.scheduler.running_count(),
+                  daemon_starts=daemon.starts)

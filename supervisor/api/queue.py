@@ -14,15 +14,9 @@ from supervisor.queue_control import QueueControl, QueueState
 router = APIRouter(prefix="/v1/queue", tags=["queue"])
 
 
-def _state(daemon: DaemonDep) -> QueueState:
-    scheduler = daemon.scheduler
-    return QueueState(**scheduler.control.model_dump(), max_concurrency=scheduler.max_running(),
-                      running=len(scheduler.running), queued=len(scheduler.queue))
-
-
 @router.get("", response_model=QueueState)
 async def get_queue(daemon: DaemonDep, caller: CallerDep) -> QueueState:
-    return _state(daemon)
+    return daemon.scheduler.queue_state()
 
 
 @router.put("", response_model=QueueState, openapi_extra=json_body_schema(QueueControl))
@@ -33,4 +27,4 @@ async def put_queue(control: Annotated[QueueControl, Depends(json_body(QueueCont
         raise NotAllowed("only admins pause, resume or change the parallelism of the queue")
     control.check_types(set(daemon.registry.types))
     daemon.scheduler.set_control(control)
-    return _state(daemon)
+    return daemon.scheduler.queue_state()

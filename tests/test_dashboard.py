@@ -461,6 +461,7 @@ def test_a_second_users_dashboard_shows_only_their_jobs(users: LocalUsers, multi
     d = multiuser(RUNSPACE_ALLOWED_USERS=f"{users.alice.name},{users.bob.name}")
     alices = value(as_user(users.alice, d, lambda c: c.submit("echo", {"value": "alice's secret"})[1]))
     d.wait(alices["id"])
+    value(as_user(users.alice, d, lambda c: c.submit_batch("echo", [{"value": 1}, {"value": 2}], batch_id="alices")))
     with dashboard_as(users.bob, d) as bobs_ui, dashboard(d) as admins_ui:
         with chromium() as browser:
             page = open_page(browser, bobs_ui)
@@ -482,12 +483,18 @@ def test_a_second_users_dashboard_shows_only_their_jobs(users: LocalUsers, multi
             assert "alice's secret" not in page.content()
             page.goto(f"{bobs_ui.base}/log?user={users.alice.name}")
             assert "alice's secret" not in page.content() and alices["id"] not in page.content()
+            page.goto(f"{bobs_ui.base}/batches")
+            expect(page.locator("main")).not_to_contain_text("alices")
             # The admin's (root's) dashboard shows everyone's jobs, with who asked for them.
             admin = open_page(browser, admins_ui)
             expect(admin.locator(f"#job-{alices['id']}")).to_be_visible()
             expect(admin.locator(f"#job-{bobs_id}")).to_be_visible()
             expect(admin.locator("#jobs thead")).to_contain_text("Requestor")
             shot(admin, "jobs-admin")
+            admin.goto(f"{admins_ui.base}/batches")  # another user's batch: named with its requestor
+            admin.locator("a", has_text="alices").click()
+            expect(admin.locator("main")).to_contain_text(users.alice.name)
+            expect(admin.locator("table.jobs tbody tr")).to_have_count(2)
 
 
 def test_every_template_compiles() -> None:

@@ -75,26 +75,37 @@ async def batches(request: Request) -> Response:
     if wanted:
         return RedirectResponse(request.url_for("batch", batch_id=wanted), status_code=303)
     recent = await ui.api.list_jobs(limit=1000)
-    seen: dict[str, int] = {}
+    seen: dict[tuple[str, str], int] = {}  # (batch id, requestor): batch ids are per requestor
     for item in recent["items"]:
         if item["batch_id"]:
-            seen[item["batch_id"]] = seen.get(item["batch_id"], 0) + 1
+            key = (item["batch_id"], item["requestor"])
+            seen[key] = seen.get(key, 0) + 1
     summaries = []
-    for batch_id in list(seen)[:20]:
+    for (batch_id, requestor), count in list(seen.items())[:20]:
         try:
-            summaries.append(await ui.api.json("GET", f"/v1/batches/{segment(batch_id)}", params={"limit": 0}))
+            summaries.append(await _batch(ui, batch_id, requestor, limit=0))
         except NotFound:  # a batch_id tag given to single submissions: its jobs, not a batch record
-            summaries.append({"batch_id": batch_id, "tag_only": True, "size": seen[batch_id]})
+            summaries.append({"batch_id": batch_id, "requestor": requestor, "tag_only": True, "size": count})
     return render(request, "batches.html", {"batches": summaries})
 
 
 async def batch(request: Request) -> Response:
     ui = ui_state(request)
-    batch_id = request.path_params["batch_id"]
-    params = {"limit": page_size(request), **({"cursor": c} if (c := request.query_params.get("cursor")) else {})}
-    data = await ui.api.json("GET", f"/v1/batches/{segment(batch_id)}", params=params)
+    q = request.query_params
+    limit = page_size(request)
+    data = await _batch(ui, request.path_params["batch_id"], q.get("requestor") or ui.user, limit, q.get("cursor"))
     return render(request, "batch.html", {"batch": data, "show_requestor": shows_requestor(ui, data["items"]),
-                                          "limit": params["limit"]})
+                                          "limit": limit})
+
+
+async def _batch(ui: UiState, batch_id: str, requestor: str, limit: int, cursor: str | None = None) -> dict[str, Any]:
+    """A batch's summary and a page of its items; another user's (admins) named by `requestor`."""
+    params: dict[str, Any] = {"limit": limit}
+    if cursor:
+        params["cursor"] = cursor
+    if requestor != ui.user:
+        params["requestor"] = requestor
+    return await ui.api.json("GET", f"/v1/batches/{segment(batch_id)}", params=params)
 
 
 async def user_log(request: Request) -> Response:

@@ -13,7 +13,7 @@ import signal
 from typing import Any
 
 from supervisor.context import JobContext
-from supervisor.logs import MAX_LINE_BYTES, job_line
+from supervisor.logs import MAX_LINE_BYTES
 from supervisor.reports import signal_name
 
 _MAX_CHUNKS_PER_READ = 16  # 1 MiB of output between two looks at whether the command has exited
@@ -32,7 +32,7 @@ def _handle_line(line: str, ctx: JobContext) -> None:
     elif line.startswith("::log "):
         ctx.log(line[len("::log ") :])
     else:
-        os.write(1, job_line(line).encode("utf-8", "replace"))
+        ctx.reporter.output(line)
 
 
 def check_argv(argv: Any) -> list[str]:

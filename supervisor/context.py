@@ -10,6 +10,8 @@ from typing import Protocol
 class Reporter(Protocol):
     def log(self, text: str) -> None: ...
 
+    def output(self, text: str) -> None: ...  # a line of the job's own output (a command's)
+
     def progress(self, done: float, total: float | None, message: str | None) -> None: ...
 
 

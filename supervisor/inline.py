@@ -19,7 +19,7 @@ import anyio
 import click
 
 from supervisor.context import JobContext
-from supervisor.logs import stamp
+from supervisor.logs import job_line, stamp
 from supervisor.registry import JobType, load_registry
 from supervisor.runner.files import ENV_MARKER
 from supervisor.runner.kill import kill_tree
@@ -31,6 +31,9 @@ from supervisor.submit import SubmitRequest, build_record
 class TerminalReporter:
     def log(self, text: str) -> None:
         click.echo(f"{stamp()} [log] {text}", err=True)
+
+    def output(self, text: str) -> None:
+        os.write(1, job_line(text).encode("utf-8", "replace"))
 
     def progress(self, done: float, total: float | None, message: str | None) -> None:
         share = f"{done:g}/{total:g}" if total else f"{done:g}"

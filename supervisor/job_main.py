@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.context import JobContext
-from supervisor.logs import MAX_LINE_BYTES, append_line, job_line, user_line
+from supervisor.logs import MAX_LINE_BYTES, CappedOutput, append_line, job_line, user_line
 from supervisor.registry import JobType, load_job_type
 from supervisor.runner.files import RunFiles, write_json_atomic
 from supervisor.runner.identity import RunAs, drop_privileges, hand_over, read_root_spec
@@ -30,8 +30,9 @@ _PROGRESS_INTERVAL = 0.1  # at most ten progress reports a second reach the daem
 class StampedStream(io.TextIOBase):
     """Replaces sys.stdout/stderr: each complete line is written with a timestamp, in one write()."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, out: CappedOutput) -> None:
         self._fd = fd
+        self._out = out
         self._pending = ""
         self._lock = threading.Lock()
 
@@ -46,21 +47,22 @@ class StampedStream(io.TextIOBase):
                 lines.append(self._pending)
                 self._pending = ""
             if lines:
-                os.write(self._fd, "".join(job_line(line) for line in lines).encode("utf-8", "replace"))
+                self._out.write(self._fd, "".join(job_line(line) for line in lines).encode("utf-8", "replace"))
         return len(text)
 
     def flush(self) -> None:
         with self._lock:
             if self._pending:
-                os.write(self._fd, job_line(self._pending).encode("utf-8", "replace"))
+                self._out.write(self._fd, job_line(self._pending).encode("utf-8", "replace"))
                 self._pending = ""
 
 
 class FileReporter:
     """ctx.log and ctx.progress for a job process: job log, user log, progress file, daemon ping."""
 
-    def __init__(self, spec: dict[str, Any], files: RunFiles, hold_user_log: bool = False) -> None:
+    def __init__(self, spec: dict[str, Any], files: RunFiles, out: CappedOutput, hold_user_log: bool = False) -> None:
         self._spec = spec
+        self._out = out
         self._files = files
         self._user_log = Path(spec["user_log"])
         self._user_log_fd = _open_append(self._user_log) if hold_user_log else None
@@ -76,8 +78,12 @@ class FileReporter:
 
     def log(self, text: str) -> None:
         sys.stdout.flush()
-        os.write(1, job_line(text).encode("utf-8", "replace"))
+        self.output(text)
         self.event(text)
+
+    def output(self, text: str) -> None:
+        """A line in the job log only (a command's output line)."""
+        self._out.write(1, job_line(text).encode("utf-8", "replace"))
 
     def progress(self, done: float, total: float | None, message: str | None) -> None:
         now = time.monotonic()
@@ -206,11 +212,12 @@ def main(spec: dict[str, Any] | None = None) -> None:
     started = claim_start(files)
     if started is None:
         sys.exit(EXIT_ALREADY_STARTED)
-    sys.stdout = StampedStream(1)
-    sys.stderr = StampedStream(2)
+    out = CappedOutput(spec.get("max_log_bytes"))
+    sys.stdout = StampedStream(1, out)
+    sys.stderr = StampedStream(2, out)
     who = RunAs.from_spec(spec)
     # Opened while still root: the job user may append to the user log but not open it.
-    reporter = FileReporter(spec, files, hold_user_log=who is not None)
+    reporter = FileReporter(spec, files, out, hold_user_log=who is not None)
     # Written by the job itself, so it comes before anything the job writes to the same log.
     reporter.event(f"started (pid {os.getpid()}, attempt {spec.get('attempt', 1)})")
     # Imported while still root, like the daemon (and the fork server) already did with this

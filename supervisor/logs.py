@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,6 +76,32 @@ def job_line(text: str) -> str:
 def user_line(job_id: str, job: str, text: str) -> str:
     """User-log line(s) for one entry: each names the job, so readers can filter by it."""
     return _lines(f"{stamp()} {job_id} {job} ", text)
+
+
+class CappedOutput:
+    """A job process's writes to its job log (stdout and stderr are that file): up to `limit`
+    bytes in the file, then one marker line, then nothing; the job goes on."""
+
+    def __init__(self, limit: int | None, fd: int = 1) -> None:
+        try:
+            used = os.fstat(fd).st_size  # an earlier attempt's output counts: the cap is the job's
+        except OSError:
+            used = 0
+        self._room = None if limit is None else max(limit - used, 0)
+        self._limit = limit
+        self._dropping = False
+        self._lock = threading.Lock()
+
+    def write(self, fd: int, data: bytes) -> None:
+        with self._lock:
+            if self._room is None or len(data) <= self._room:
+                os.write(fd, data)
+                if self._room is not None:
+                    self._room -= len(data)
+            elif not self._dropping:
+                self._dropping = True
+                os.write(fd, job_line(f"runspace: this job's output reached max_log_bytes ({self._limit}); "
+                                      "the rest is dropped").encode())
 
 
 def job_log_path(log_dir: Path, job_id: str) -> Path:

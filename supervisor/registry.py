@@ -48,6 +48,7 @@ class JobOptions:
     priority: int = 0
     run_as: str | None = None
     allow_root: bool = False
+    max_log_bytes: int | None = None  # job log output beyond it is dropped (default: RUNSPACE_MAX_LOG_BYTES)
 
     def applied(self, settings: Settings) -> JobOptions:
         """The options that apply: a timeout or kill grace the type leaves unset comes from the settings."""
@@ -55,6 +56,7 @@ class JobOptions:
             self,
             timeout=self.timeout or settings.default_timeout,
             kill_grace=settings.kill_grace if self.kill_grace is None else self.kill_grace,
+            max_log_bytes=settings.max_log_bytes if self.max_log_bytes is None else self.max_log_bytes,
         )
 
 
@@ -119,7 +121,8 @@ def _params_model_of(func: Callable[..., Any]) -> type[BaseModel]:
 
 
 def _decorator(kind: Literal["python", "command"], name: str | None, options: dict[str, Any]):
-    options["max_memory"] = parse_size(options.get("max_memory"))
+    for size in ("max_memory", "max_log_bytes"):
+        options[size] = parse_size(options.get(size))
     opts = JobOptions(**options)
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:

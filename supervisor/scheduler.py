@@ -449,7 +449,8 @@ class Scheduler:
         try:
             run_as = job_identity(jt.options, rec.requestor, self.s.settings)
             paths = LaunchPaths(self.s.settings.state_dir, self.s.settings.logs,
-                                self.s.events_socket, self.s.cgroups, run_as, self.s.shim)
+                                self.s.events_socket, self.s.cgroups, run_as, self.s.shim,
+                                jt.options.applied(self.s.settings).max_log_bytes)
             launched = launch(rec, jt, paths, self.s.forkserver)
         except (OSError, NotAllowed) as exc:
             logger.exception("cannot start job {}", rec.id)

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
         64, ge=1, description="Open connections (log follows included) per caller uid; root is not capped."
     )
     idle_timeout: float = Field(5.0, gt=0, description="Seconds an idle connection stays open.")
+    max_log_bytes: int = Field(
+        2**30, ge=4096, description="Output a job may write to its log (type option max_log_bytes); the rest is dropped."
+    )
     max_result_bytes: int = Field(
         16 * 2**20, ge=1024, le=64 * 2**20, description="Largest job result stored; a bigger one fails the job."
     )

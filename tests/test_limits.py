@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from supervisor.client import Client
 from tests.conftest import DaemonProcess, wait_until
@@ -359,3 +360,15 @@ def test_a_result_over_max_result_bytes_fails_the_job_and_is_not_stored(make_dae
     assert (big["state"], big["error"]["type"], big["result"]) == ("failed", "ResultTooLarge", None), big
     assert "max_result_bytes (4096)" in big["error"]["message"]
     assert d.wait(d.submit("echo", {"value": "small"})["id"])["state"] == "succeeded"
+
+
+@pytest.mark.parametrize("shim", ["native", "python"])
+def test_output_over_max_log_bytes_is_dropped_with_one_marker_and_the_job_goes_on(make_daemon, shim: str) -> None:
+    d = make_daemon(RUNSPACE_NATIVE_SHIM="true" if shim == "native" else "false")
+    assert d.client.request("GET", "/healthz").json()["command_shim"] == shim
+    for job in ("flood", "flood_command"):
+        status = d.wait(d.submit(job, {"lines": 5000})["id"], timeout=60)
+        assert status["state"] == "succeeded", status
+        log = (d.log_dir / "jobs" / f"{status['id']}.log").read_bytes()
+        assert 60 * 1024 < len(log) <= 64 * 1024 + 200, len(log)
+        assert log.count(b"reached max_log_bytes (65536)") == 1

@@ -139,7 +139,7 @@ def _rehearse() -> None:
     _Rehearsal.model_validate({"number": 1, "text": "x"})  # pydantic-core's first use in a process costs
     null = os.open(os.devnull, os.O_WRONLY)
     try:
-        stream = job_main.StampedStream(null)
+        stream = job_main.StampedStream(null, job_main.CappedOutput(None, null))
         stream.write("rehearsal\n")
         with os.fdopen(os.dup(null), "w") as f:
             f.write(json.dumps({"state": "succeeded", "result": None, "exit_code": 0}))

@@ -39,6 +39,7 @@ class LaunchPaths:
     cgroups: JobCgroups | None
     run_as: RunAs | None = None  # set when the daemon is root: the job drops to this user
     shim: Path | None = None  # the native command-job shim (runner/shim.py), when built and enabled
+    max_log_bytes: int | None = None  # the job's output cap (JobOptions.applied)
 
 
 def job_spec(rec: JobRecord, jt: JobType, files: RunFiles, paths: LaunchPaths, cgroup: Path | None) -> dict[str, Any]:
@@ -58,6 +59,7 @@ def job_spec(rec: JobRecord, jt: JobType, files: RunFiles, paths: LaunchPaths, c
         "cgroup": str(cgroup) if cgroup else None,  # to join: set for posix_spawned jobs only
         "run_as": jt.options.run_as,
         "shim": str(paths.shim) if paths.shim and jt.kind == "command" else None,
+        "max_log_bytes": paths.max_log_bytes,
         **(paths.run_as.spec_fields() if paths.run_as else {}),
     }
 

@@ -31,6 +31,7 @@
 #include <poll.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -51,6 +52,9 @@ struct buf {
 static struct {
     const char *result, *progress, *events, *user_log, *job_id, *job;
     int user_log_fd;
+    long long log_room; /* bytes the job log may still take (logs.CappedOutput); -1: no cap */
+    long long log_cap;
+    int dropping;
 } cfg;
 
 static volatile sig_atomic_t child; /* the command's pid until it is reaped, then 0 */
@@ -192,7 +196,17 @@ static void job_line(const char *text, size_t n) {
     add_stamp(&line);
     add_one_line(&line, text, n);
     buf_adds(&line, "\n");
-    write_all(1, line.p, line.len);
+    if (cfg.log_room < 0 || (long long)line.len <= cfg.log_room) {
+        write_all(1, line.p, line.len);
+        if (cfg.log_room >= 0) cfg.log_room -= (long long)line.len;
+    } else if (!cfg.dropping) { /* logs.CappedOutput: one marker, then the rest is dropped */
+        struct buf mark = {0};
+        cfg.dropping = 1;
+        add_stamp(&mark);
+        buf_addf(&mark, "runspace: this job's output reached max_log_bytes (%lld); the rest is dropped\n", cfg.log_cap);
+        write_all(1, mark.p, mark.len);
+        free(mark.p);
+    }
     free(line.p);
 }
 
@@ -501,13 +515,17 @@ int main(int argc, char **argv) {
         printf("%d\n", PROTOCOL);
         return 0;
     }
-    if (argc != 11) {
-        fprintf(stderr, "usage: runspace-shim RESULT PROGRESS EVENTS USER_LOG USER_LOG_FD JOB_ID JOB PID OUTPUT_FD NAME\n");
+    if (argc != 12) {
+        fprintf(stderr, "usage: runspace-shim RESULT PROGRESS EVENTS USER_LOG USER_LOG_FD JOB_ID JOB PID OUTPUT_FD NAME MAX_LOG_BYTES\n");
         return 64; /* EX_USAGE */
     }
     cfg.result = argv[1], cfg.progress = argv[2], cfg.events = argv[3], cfg.user_log = argv[4];
     cfg.user_log_fd = atoi(argv[5]);
     cfg.job_id = argv[6], cfg.job = argv[7];
+    cfg.log_cap = cfg.log_room = atoll(argv[11]);
+    struct stat log_stat;
+    if (cfg.log_room >= 0 && fstat(1, &log_stat) == 0) /* an earlier attempt's output counts */
+        cfg.log_room = cfg.log_room > log_stat.st_size ? cfg.log_room - log_stat.st_size : 0;
     pid_t pid = (pid_t)atoi(argv[8]);
     int output = atoi(argv[9]);
     if (cfg.user_log_fd >= 0) fcntl(cfg.user_log_fd, F_SETFD, FD_CLOEXEC);

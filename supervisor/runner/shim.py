@@ -54,7 +54,8 @@ def shim_argv(shim: Path, command: ShimJob, spec: dict[str, Any], files: RunFile
     """The command line shim.c's main() reads (its usage line)."""
     return [str(shim), str(files.result), str(files.progress), spec.get("events_socket") or "",
             spec["user_log"], str(-1 if user_log_fd is None else user_log_fd), spec["id"], spec["job"],
-            str(command.pid), str(command.output), command.name]
+            str(command.pid), str(command.output), command.name,
+            str(-1 if spec.get("max_log_bytes") is None else spec["max_log_bytes"])]
 
 
 def holds_fds_safely(shim: Path) -> bool:

@@ -409,3 +409,22 @@ def nap_note(params: NapNote, ctx: JobContext) -> dict:
     ctx.log("napping")
     time.sleep(params.seconds)
     return {}
+
+
+class Flood(BaseModel):
+    lines: int = 2000
+
+
+@job(max_log_bytes="64 KiB")
+def flood(params: Flood, ctx: JobContext) -> dict:
+    """Prints `lines` lines of 100 characters, over its 64 KiB log cap; then goes on."""
+    for n in range(params.lines):
+        print(f"{n:06d} " + "x" * 93)
+    ctx.log("still here")
+    return {"printed": params.lines}
+
+
+@command_job(max_log_bytes="64 KiB")
+def flood_command(params: Flood, ctx: JobContext) -> list[str]:
+    """A command printing `lines` lines of 100 characters, over its 64 KiB log cap."""
+    return ["/bin/sh", "-c", f'i=0; while [ $i -lt {params.lines} ]; do printf "%06d %093d\\n" $i 0; i=$((i+1)); done']

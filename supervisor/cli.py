@@ -738,8 +738,7 @@ def jobs(ctx, as_json) -> None:
     for jt in data["items"]:
         schema = jt["params_schema"]
         required = set(schema.get("required", []))
-        fields = ", ".join(f"{n}{'' if n in required else '?'}: {f.get('type', 'any')}"
-                           for n, f in schema.get("properties", {}).items())
+        fields = ", ".join(_param_text(n, f, n in required, schema) for n, f in schema.get("properties", {}).items())
         click.echo(f"{jt['name']}({fields})")
         if jt["description"]:
             click.echo(f"    {jt['description'].splitlines()[0]}")
@@ -749,6 +748,28 @@ def jobs(ctx, as_json) -> None:
                                           for k, v in shown.items()))
     for broken in data.get("broken", []):
         click.echo(f"BROKEN {broken['module']}: {broken['error']}", err=True)
+
+
+def _param_text(name: str, field: dict, required: bool, schema: dict) -> str:
+    """`n: integer`, `mode: fast|slow = 'fast'`, `note?: string|null = None`: type, choices, default."""
+    text = f"{name}{'' if required else '?'}: {_schema_type(field, schema)}"
+    if "default" in field:
+        default = field["default"]
+        text += f" = {default!r}" if default is not None else " = None"
+    return text
+
+
+def _schema_type(field: dict, schema: dict) -> str:
+    if "$ref" in field:  # an Enum or nested model: its definition
+        field = schema.get("$defs", {}).get(field["$ref"].rsplit("/", 1)[-1], {})
+    if "enum" in field:
+        return "|".join(str(choice) for choice in field["enum"])
+    if "const" in field:
+        return str(field["const"])
+    if "anyOf" in field:
+        return "|".join(_schema_type(option, schema) for option in field["anyOf"])
+    kind = field.get("type", "any")
+    return f"list[{_schema_type(field['items'], schema)}]" if kind == "array" and "items" in field else kind
 
 
 @main.command()

@@ -4,7 +4,9 @@ handled) and the optional TCP listener (loopback unless told otherwise)."""
 from __future__ import annotations
 
 import grp
+import ipaddress
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -44,14 +46,26 @@ def bind_unix(path: Path, group: str | None) -> socket.socket:
     return sock
 
 
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$")
+
+
 def parse_host_port(spec: str) -> tuple[str, int]:
-    """`8765` → loopback; `127.0.0.1:8765`, `[::1]:8765`, `0.0.0.0:8765` as given."""
+    """`8765` → loopback; `127.0.0.1:8765`, `[::1]:8765`, `0.0.0.0:8765` as given. A ValueError
+    says what is wrong (the settings check tcp_listen with it, so a bad one stops the daemon
+    in one line naming RUNSPACE_TCP_LISTEN)."""
     host, sep, port = spec.rpartition(":")
     if not sep:
         host = "127.0.0.1"
     host = host.strip("[]")
-    if not port.isdigit():
-        raise RunspaceError(f"tcp_listen={spec!r}: expected HOST:PORT, e.g. 127.0.0.1:8765")
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError("expected HOST:PORT with a port from 1 to 65535, e.g. 127.0.0.1:8765")
+    if ":" in host or host.replace(".", "").isdigit():  # an address, not a name
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is no IP address") from None
+    elif not _HOSTNAME.match(host):
+        raise ValueError(f"{host!r} is no host name")
     return host, int(port)
 
 

@@ -1,7 +1,9 @@
-"""Settings that name things on this host, checked before the daemon starts.
+"""Settings that name things on this host, checked before the daemon starts (daemon process).
 
-A wrong one is refused in one line that names the setting (exit 2), instead of a traceback
-halfway through start-up or a daemon that runs but fails every job."""
+The rule (README, Configuration): what the daemon itself needs (socket group, run_as user,
+cgroup root, store) is refused in one line that names the setting (exit 2), instead of a
+traceback halfway through start-up or a daemon that runs but fails every job; names in the
+access lists (allowed users and groups, admins) only warn: such a user may be added later."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import os
 import tomllib
 from pathlib import Path
 from socket import gethostname
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -158,6 +158,15 @@ class Settings(BaseSettings):
             return parse_duration(value)  # its ValueError names the value and the forms accepted
         return value
 
+    @field_validator("tcp_listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            from supervisor.listener import parse_host_port
+
+            parse_host_port(value)  # its ValueError says what is wrong
+        return value
+
     @field_validator("jobs_path", mode="before")
     @classmethod
     def _split_colons(cls, value: Any) -> Any:
@@ -225,8 +234,15 @@ def _refuse_unknown_keys(config_file: Path) -> None:
 
 
 def describe_settings() -> str:
-    """One line per setting, for `runspace daemon --help`."""
+    """One line per setting, for `runspace daemon --help`: what it is, its choices, its default."""
     lines = []
     for name, field in Settings.model_fields.items():
-        lines.append(f"RUNSPACE_{name.upper():<20} {field.description or ''}")
+        text = field.description or ""
+        choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else ()
+        if choices and not all(str(choice) in text for choice in choices):
+            text += f" One of: {', '.join(map(str, choices))}."
+        default = field.get_default(call_default_factory=True)
+        if default not in (None, [], ()):
+            text += f" [default: {default}]"
+        lines.append(f"RUNSPACE_{name.upper():<20} {text}")
     return "\n".join(lines)

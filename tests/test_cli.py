@@ -88,6 +88,10 @@ def test_bad_settings_refuse_to_start_with_one_line_naming_where_they_came_from(
         ({"RUNSPACE_RUN_AS": "no-such-user"}, None, "RUNSPACE_RUN_AS='no-such-user': no such user"),
         ({"RUNSPACE_CGROUP_ROOT": str(tmp_path / "none")}, None, "not a cgroup v2 directory this daemon may write"),
         ({"RUNSPACE_STORE": "mysql://db/runspace"}, None, "RUNSPACE_STORE='mysql://db/runspace': the store is"),
+        # named like every other setting, and no raw OverflowError for a port beyond 65535
+        ({"RUNSPACE_TCP_LISTEN": "999.1.1.1:x"}, None, "RUNSPACE_TCP_LISTEN='999.1.1.1:x': Value error, expected"),
+        ({"RUNSPACE_TCP_LISTEN": "127.0.0.1:99999"}, None, "RUNSPACE_TCP_LISTEN='127.0.0.1:99999': Value error"),
+        ({"RUNSPACE_TCP_LISTEN": "999.1.1.1:80"}, None, "RUNSPACE_TCP_LISTEN='999.1.1.1:80': Value error"),
     ]
     for n, (extra, toml, expected) in enumerate(cases):
         env = {**os.environ, "PYTHONPATH": str(ROOT), "RUNSPACE_SOCKET": str(tmp_path / "rs.sock"),
@@ -138,6 +142,21 @@ def test_list_logs_and_jobs_commands(daemon: DaemonProcess) -> None:
     assert "about to fail" in daemon.cli("logs", job_id).stdout
     types = daemon.cli("jobs")
     assert types.returncode == 0 and "create_home_dir(" in types.stdout
+    # choices and defaults, not a bare `string`
+    assert "region?: eu|us = 'eu'" in types.stdout and "delay?: number = 1.0" in types.stdout, types.stdout
+
+
+def test_daemon_help_shows_every_default_and_choice() -> None:
+    from supervisor.settings import Settings
+
+    out = subprocess.run([sys.executable, "-m", "supervisor", "daemon", "--help"], capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    lines = {line.split()[0]: line for line in out.stdout.splitlines() if line.strip().startswith("RUNSPACE_")}
+    assert "[default: 8]" in lines["RUNSPACE_MAX_CONCURRENCY"] and "[default: 5.0]" in lines["RUNSPACE_KILL_GRACE"]
+    assert "[default:" not in lines["RUNSPACE_TCP_LISTEN"], "off by default: no value to show"
+    for name, field in Settings.model_fields.items():
+        for choice in getattr(field.annotation, "__args__", ()) if "Literal" in str(field.annotation) else ():
+            assert choice in lines[f"RUNSPACE_{name.upper()}"], (name, choice)
 
 
 def test_run_inline_without_daemon(tmp_path: Path) -> None:

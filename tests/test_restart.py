@@ -127,11 +127,14 @@ def test_job_whose_pid_was_never_recorded_is_found_and_adopted(make_daemon, tmp_
     """The daemon died right after spawning, before persisting the pid: the worker is found by its marker."""
     d = make_daemon()
     ledger = tmp_path / "ledger"
-    job = d.submit("ledger", {"ledger": str(ledger), "n": 3, "seconds": 2.0, "pidfile": str(tmp_path / "pid")})
+    release = tmp_path / "release"  # the job runs until the test says so, however slow the machine
+    job = d.submit("ledger", {"ledger": str(ledger), "n": 3, "pidfile": str(tmp_path / "pid"), "release": str(release)})
     pid = wait_until(lambda: read_pids(tmp_path / "pid"), timeout=15, what="the job to start")[0]
     d.kill9()
     db_exec(d, "UPDATE jobs SET pid = NULL, pid_started = NULL WHERE id = ?", job["id"])
     d.start()
+    wait_until(lambda: d.client.status(job["id"])["pid"] == pid, timeout=20, what="the job to be adopted")
+    release.touch()
     final = d.wait(job["id"])
     assert final["state"] == "succeeded" and final["result"]["square"] == 9 and final["pid"] == pid
     assert ledger_ids(ledger) == [job["id"]]

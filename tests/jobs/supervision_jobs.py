@@ -54,6 +54,18 @@ class Ledger(BaseModel):
     n: int = 0
     seconds: float = 0.0
     pidfile: str | None = None
+    release: str | None = None  # then wait until this file exists (at most 60 s) instead of `seconds`
+
+
+def _pause(params: Ledger) -> None:
+    """Sleep `seconds`, or until the test creates `release`: a test that must find the job still
+    running does not depend on the machine being fast enough."""
+    if params.release is None:
+        time.sleep(params.seconds)
+        return
+    deadline = time.monotonic() + 60
+    while not Path(params.release).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 @job(timeout=60)
@@ -63,7 +75,7 @@ def ledger(params: Ledger, ctx: JobContext) -> dict:
         f.write(f"{ctx.job_id}\n")
     if params.pidfile:
         Path(params.pidfile).write_text(str(os.getpid()))
-    time.sleep(params.seconds)
+    _pause(params)
     return {"n": params.n, "square": params.n * params.n}
 
 

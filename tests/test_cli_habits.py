@@ -3,7 +3,9 @@ shell completion; a `submit --wait` that runs out prints the status, as the READ
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -25,19 +27,34 @@ def _connected(proc: subprocess.Popen[str]) -> bool:
         return False
 
 
-def _interrupt(daemon: DaemonProcess, *args: str, ready: Callable[[], object] = lambda: True) -> tuple[int, str]:
+def _interrupt(daemon: DaemonProcess, *args: str, ready: Callable[[], object] = lambda: True,
+               said: str | None = None) -> tuple[int, str]:
+    """Ctrl-C the CLI once it is connected (`said`: once its stderr shows this instead, for a
+    follow that polls between requests, one connection each) and `ready()` holds."""
     proc = subprocess.Popen([sys.executable, "-m", "supervisor", *args], env=daemon.env, cwd=daemon.base,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    os.set_blocking(proc.stderr.fileno(), False)
+    early = bytearray()
+
+    def inside() -> bool:
+        if said is None:
+            return _connected(proc)
+        with contextlib.suppress(BlockingIOError):
+            early.extend(os.read(proc.stderr.fileno(), 65536))
+        return said.encode() in early
+
     try:
-        wait_until(lambda: (_connected(proc) and ready()) or proc.poll() is not None, timeout=20,
+        wait_until(lambda: (inside() and ready()) or proc.poll() is not None, timeout=20,
                    what="the CLI to connect")
         proc.send_signal(signal.SIGINT)
+        os.set_blocking(proc.stderr.fileno(), True)
         _, err = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return proc.returncode, err
+    return proc.returncode, (bytes(early) + err).decode()
 
 
 @pytest.mark.parametrize("command", ["wait", "logs -f", "submit --follow"])
@@ -57,8 +74,8 @@ def test_ctrl_c_while_following_a_job_exits_130_and_the_job_goes_on(daemon: Daem
 def test_ctrl_c_in_batch_and_user_log_exits_130(daemon: DaemonProcess) -> None:
     items = daemon.base / "items.jsonl"
     items.write_text('{"seconds": 30}\n')
-    code, err = _interrupt(daemon, "batch", "sleep", "--items", str(items),
-                           ready=lambda: daemon.client.list(state="running")["items"])
+    code, err = _interrupt(daemon, "batch", "sleep", "--items", str(items),  # its first progress line
+                           ready=lambda: daemon.client.list(state="running")["items"], said="batch ")
     assert code == 130 and "goes on" in err, err
     batch_id = err.split("batch ")[1].split()[0]
     jobs = daemon.client.batch(batch_id)["items"]

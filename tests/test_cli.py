@@ -328,7 +328,7 @@ def test_scripted_commands_start_without_httpx_or_the_settings_model(daemon: Dae
                 ("status", job_id), ("list", "--limit", "5"), ("wait", job_id, "--timeout", "20"),
                 ("logs", job_id), ("logs", job_id, "-f"), ("cancel", job_id, "--json"),
                 ("batch", "echo", "--items", str(items)), ("batch", "echo", "--items", str(items), "--detach"),
-                ("jobs",), ("user-log",), ("restart", job_id), ("queue",)]
+                ("jobs",), ("user-log",), ("restart", job_id), ("queue",), ("exec", "--wait", "20", "--", "true")]
     for command in commands:
         out, modules = _imported(daemon, "--socket", str(daemon.socket), *command, input='{"value": 3}')
         assert out.returncode in (0, 1), (command, out.stderr[-2000:])

@@ -39,6 +39,7 @@ def _medians_ms(commands: dict[str, tuple[list[str], dict[str, str]]], runs: int
 def _scripted(runspace: str, job_id: str, items: Path) -> dict[str, list[str]]:
     """The commands scripts loop on; each reads or acts on one ended job (cancel answers 409, exit 1)."""
     return {"submit noop": [runspace, "submit", "noop"],
+            "exec -- true": [runspace, "exec", "--", "true"],
             "wait ID": [runspace, "wait", job_id],
             "cancel ID": [runspace, "cancel", job_id],
             "list": [runspace, "list"],

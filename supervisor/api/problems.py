@@ -12,7 +12,7 @@ from loguru import logger
 from starlette.exceptions import HTTPException
 
 from supervisor.errors import FieldError, RunspaceError, describe_fields, message_with_input
-from supervisor.store.guard import classify
+from supervisor.store.faults import classify
 
 PROBLEM_TYPE = "https://runspace.dev/problems/"
 

@@ -2,8 +2,9 @@
 
 Every call to the store (SQLite or PostgreSQL) and to the shared queue goes through
 `StoreGuard`. A driver error that means the store cannot be used (database down, disk
-full, I/O error, file deleted or replaced) becomes `StoreUnavailable` or `NoSpace`, is
-logged once, and puts the daemon in degraded mode until a probe with backoff succeeds:
+full, I/O error; supervisor/store/faults.py), or a store file deleted, replaced or frozen
+by chattr, becomes `StoreUnavailable` or `NoSpace`, is logged once, and puts the daemon
+in degraded mode until a probe with backoff succeeds:
 
 - reads and writes are refused at once (`NoSpace` still lets reads through), so the API
   answers 503/507 with Retry-After instead of a driver's text or a 500;
@@ -15,14 +16,8 @@ logged once, and puts the daemon in degraded mode until a probe with backoff suc
 
 from __future__ import annotations
 
-import array
 import dataclasses
-import errno
-import fcntl
 import functools
-import os
-import sqlite3
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +28,7 @@ from loguru import logger
 
 from supervisor.errors import NoSpace, StoreUnavailable
 from supervisor.models import JobRecord
+from supervisor.store.faults import classify, file_identity, frozen_files
 
 _CHECK_INTERVAL = 1.0  # seconds between looks at the store file while all is well
 _MIN_BACKOFF, _MAX_BACKOFF = 0.5, 8.0  # probe delays while degraded, doubling
@@ -42,72 +38,6 @@ _WRITES = frozenset({"insert", "insert_batch", "delete_batch", "delete_empty_bat
 # Calls that never reach the store (the shared queue's push: the row is the queue): never refused.
 _LOCAL = frozenset({"push"})
 _PROBE_COUNTER = "store_probes"  # a counter row a probe bumps: the smallest real write
-_FS_IOC_GETFLAGS, _FS_IMMUTABLE_FL, _FS_APPEND_FL = 0x80086601, 0x10, 0x20  # linux/fs.h
-
-
-def classify(exc: BaseException, file: Path | None = None) -> StoreUnavailable | None:
-    """What a driver error means for the daemon, or None when it is no store fault (a bug, a conflict)."""
-    if isinstance(exc, StoreUnavailable):
-        return exc
-    psycopg = sys.modules.get("psycopg")  # imported only with a PostgreSQL store
-    if psycopg is not None and isinstance(exc, psycopg.Error):
-        if isinstance(exc, psycopg.errors.DiskFull):
-            return NoSpace("the PostgreSQL server is out of disk space; the job store refuses writes")
-        if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
-            return StoreUnavailable("the PostgreSQL job store does not answer; retry later")
-        return None
-    if isinstance(exc, sqlite3.Error):
-        if isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError,
-                            sqlite3.DataError, sqlite3.NotSupportedError)):
-            return None
-        where = f"the job store {file}" if file else "the job store"
-        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or _disk_full(file):
-            return NoSpace(f"no space left on the disk of {where}; new jobs are refused until space is freed")
-        return StoreUnavailable(f"{where} cannot be used ({exc}); retry later")
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return NoSpace("no space left for the job store; new jobs are refused until space is freed")
-    return None
-
-
-def _disk_full(file: Path | None) -> bool:
-    """SQLite reports ENOSPC on its WAL as a plain I/O error: ask the file system."""
-    if file is None:
-        return False
-    try:
-        st = os.statvfs(file.parent)
-    except OSError:
-        return False
-    return st.f_bavail * st.f_frsize < 64 * 1024
-
-
-def _file_identity(file: Path | None) -> tuple[int, int] | None:
-    if file is None:
-        return None
-    try:
-        st = os.stat(file)
-    except FileNotFoundError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def _frozen_files(file: Path) -> list[Path]:
-    """The store's files (the database, its -wal and -shm) that `chattr +i` or `+a` froze."""
-    frozen = []
-    for path in (file, file.with_name(file.name + "-wal"), file.with_name(file.name + "-shm")):
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            continue
-        try:
-            flags = array.array("i", [0])
-            fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags, True)
-        except OSError:  # a file system without these flags (tmpfs)
-            continue
-        finally:
-            os.close(fd)
-        if flags[0] & (_FS_IMMUTABLE_FL | _FS_APPEND_FL):
-            frozen.append(path)
-    return frozen
 
 
 class StoreGuard:
@@ -116,7 +46,7 @@ class StoreGuard:
     def __init__(self, store: Any, file: Path | None = None) -> None:
         self._store = store
         self._file = file  # the SQLite file, watched for deletion or replacement
-        self._identity = _file_identity(file)
+        self._identity = file_identity(file)
         self.fault: StoreUnavailable | None = None
         self._since = 0.0
         self._backoff = _MIN_BACKOFF
@@ -226,12 +156,12 @@ class StoreGuard:
     def _file_problem(self) -> StoreUnavailable | None:
         if self._file is None:
             return None
-        now = _file_identity(self._file)
+        now = file_identity(self._file)
         if now != self._identity:
             what = "deleted" if now is None else "replaced by another file"
             return StoreUnavailable(f"the job store file {self._file} was {what} while the daemon ran; it refuses "
                                     "to write elsewhere: put the file back or restart the daemon")
-        frozen = _frozen_files(self._file)
+        frozen = frozen_files(self._file)
         if frozen:  # a write through SQLite's mapping of an immutable -shm is a SIGBUS, not an error
             return StoreUnavailable(f"{frozen[0]} is immutable or append-only (chattr); the job store cannot be "
                                     f"written until `chattr -i -a {frozen[0]}`")

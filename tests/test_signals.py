@@ -8,7 +8,6 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 
 from supervisor.client import Client
 from tests.conftest import TEST_JOBS, wait_until

@@ -22,6 +22,7 @@ from supervisor.registry import JobType, load_job_type
 from supervisor.runner.files import RunFiles, write_json_atomic
 from supervisor.runner.identity import RunAs, drop_privileges, hand_over, read_root_spec
 from supervisor.runner.shim import ShimJob, exec_shim
+from supervisor.runner.spec import JobSpec
 
 EXIT_ALREADY_STARTED = 75
 _PROGRESS_INTERVAL = 0.1  # at most ten progress reports a second reach the daemon
@@ -60,13 +61,13 @@ class StampedStream(io.TextIOBase):
 class FileReporter:
     """ctx.log and ctx.progress for a job process: job log, user log, progress file, daemon ping."""
 
-    def __init__(self, spec: dict[str, Any], files: RunFiles, out: CappedOutput, hold_user_log: bool = False) -> None:
+    def __init__(self, spec: JobSpec, files: RunFiles, out: CappedOutput, hold_user_log: bool = False) -> None:
         self._spec = spec
         self._out = out
         self._files = files
-        self._user_log = Path(spec["user_log"])
+        self._user_log = Path(spec.user_log)
         self._user_log_fd = _open_append(self._user_log) if hold_user_log else None
-        self._events = spec.get("events_socket")
+        self._events = spec.events_socket
         self._last_sent = 0.0
         self._message: str | None = None
         self._sock: socket.socket | None = None  # made at the first report: most jobs send none
@@ -95,7 +96,7 @@ class FileReporter:
         self._last_sent = now
         # The daemon reads only the last report in progress.json: each carries the last message given.
         self._message = message or self._message
-        report = {"id": self._spec["id"], "progress": done, "total": total, "message": self._message}
+        report = {"id": self._spec.id, "progress": done, "total": total, "message": self._message}
         write_json_atomic(self._files.progress, report)
         if self._events:
             try:
@@ -108,7 +109,7 @@ class FileReporter:
 
     def event(self, text: str) -> None:
         """A line in the user's log only."""
-        line = user_line(self._spec["id"], self._spec["job"], text)
+        line = user_line(self._spec.id, self._spec.job, text)
         try:
             if self._user_log_fd is not None:
                 os.write(self._user_log_fd, line.encode("utf-8", "replace"))
@@ -131,17 +132,17 @@ def run_python(jt: JobType, params: Any, ctx: JobContext) -> dict[str, Any]:
     return {"state": "succeeded", "result": result, "exit_code": 0}
 
 
-def run_job(jt: JobType, spec: dict[str, Any], ctx: JobContext, files: RunFiles,
+def run_job(jt: JobType, spec: JobSpec, ctx: JobContext, files: RunFiles,
             reporter: FileReporter) -> dict[str, Any]:
     from supervisor.command import check_argv, relay_command, start_command
 
     try:
-        params = jt.validate(spec["params"])
+        params = jt.validate(spec.params)
         if jt.kind == "command":
             argv = check_argv(jt.func(params, ctx))
             pid, output = start_command(argv)  # first: the shim's exec is off the command's start
-            if spec.get("shim"):  # the native shim takes over the command; returns only if it cannot
-                exec_shim(Path(spec["shim"]), ShimJob(pid, output, argv[0]), spec, files, reporter.user_log_fd)
+            if spec.shim:  # the native shim takes over the command; returns only if it cannot
+                exec_shim(Path(spec.shim), ShimJob(pid, output, argv[0]), spec, files, reporter.user_log_fd)
             return relay_command(pid, output, argv[0], ctx)
         return run_python(jt, params, ctx)
     except Exception as exc:
@@ -189,12 +190,12 @@ def join_cgroup(path: str | None) -> None:
             print(f"runspace: could not join cgroup {path}: {exc}", file=sys.stderr)
 
 
-def import_job(spec: dict[str, Any]) -> JobType | dict[str, Any]:
+def import_job(spec: JobSpec) -> JobType | dict[str, Any]:
     """The job type, or the failed outcome when its module no longer imports."""
     try:
         # The source the daemon checked, compiled here: never the file's bytecode cache, and
         # refused (naming the file) if the file changed since the check.
-        jt = load_job_type(Path(spec["module"]), spec["job"], spec["module_sha256"])
+        jt = load_job_type(Path(spec.module), spec.job, spec.module_sha256)
         # run_job's lazy import, done before the privilege drop: the job user may not be
         # able to read the interpreter's own files (a Python installed under /root, say).
         import supervisor.command  # noqa: F401
@@ -203,23 +204,23 @@ def import_job(spec: dict[str, Any]) -> JobType | dict[str, Any]:
         return failed(exc)
 
 
-def main(spec: dict[str, Any] | None = None) -> None:
+def main(spec: JobSpec | None = None) -> None:
     """The fork server passes the `spec` itself (its `cgroup` is None: the job was created
     inside it); a posix_spawned job process reads spec.json from its run dir and joins its cgroup."""
     files = RunFiles(Path(sys.argv[1]))
-    spec = spec if spec is not None else read_root_spec(files.spec)
-    join_cgroup(spec.get("cgroup"))
+    spec = spec if spec is not None else JobSpec.from_json(read_root_spec(files.spec))
+    join_cgroup(spec.cgroup)
     started = claim_start(files)
     if started is None:
         sys.exit(EXIT_ALREADY_STARTED)
-    out = CappedOutput(spec.get("max_log_bytes"))
+    out = CappedOutput(spec.max_log_bytes)
     sys.stdout = StampedStream(1, out)
     sys.stderr = StampedStream(2, out)
     who = RunAs.from_spec(spec)
     # Opened while still root: the job user may append to the user log but not open it.
     reporter = FileReporter(spec, files, out, hold_user_log=who is not None)
     # Written by the job itself, so it comes before anything the job writes to the same log.
-    reporter.event(f"started (pid {os.getpid()}, attempt {spec.get('attempt', 1)})")
+    reporter.event(f"started (pid {os.getpid()}, attempt {spec.attempt})")
     # Imported while still root, like the daemon (and the fork server) already did with this
     # trusted module: job code proper runs only after the drop.
     loaded = import_job(spec)
@@ -229,10 +230,10 @@ def main(spec: dict[str, Any] | None = None) -> None:
         started = None
         hand_over(files.dir, who)
         drop_privileges(who)
-    if spec["kind"] == "command":  # the command starts in its tmp dir; a Python job makes it on first use
+    if spec.kind == "command":  # the command starts in its tmp dir; a Python job makes it on first use
         files.make_tmp()
-    os.chdir(files.workdir(spec["kind"]))
-    ctx = JobContext(spec["id"], spec["job"], spec["requestor"], spec["log_user"], files.make_tmp, reporter)
+    os.chdir(files.workdir(spec.kind))
+    ctx = JobContext(spec.id, spec.job, spec.requestor, spec.log_user, files.make_tmp, reporter)
     outcome = run_job(loaded, spec, ctx, files, reporter) if isinstance(loaded, JobType) else loaded
     sys.stdout.flush()
     sys.stderr.flush()

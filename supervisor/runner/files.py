@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from supervisor.runner.spec import JobSpec
+
 ENV_MARKER = "RUNSPACE_JOB_ID"
 MARKER_PLACEHOLDER = "0" * 20  # the fork server's marker, overwritten with each job id (forkserver_main.py)
 
@@ -83,14 +85,14 @@ class RunFiles:
     def tmp(self) -> Path:
         return self.dir / "tmp"
 
-    def prepare(self, spec: dict[str, Any] | None) -> None:
+    def prepare(self, spec: JobSpec | None) -> None:
         """The run dir, and spec.json unless the spec travels another way (the fork server
         hands it to the job through a pipe only the daemon writes to). No tmp dir: the job
         makes it when it first needs it (`make_tmp`), and most jobs never do; on this disk
         every directory made and removed costs the daemon ~0.1-0.3 ms."""
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if spec is not None:
-            write_json_atomic(self.spec, spec)
+            write_json_atomic(self.spec, spec.to_json())
 
     def workdir(self, kind: str) -> Path:
         """Where a job starts, its cwd and TMPDIR: a command in its tmp dir; a Python job in its

@@ -19,6 +19,7 @@ from loguru import logger
 
 from supervisor.runner.files import ENV_MARKER, MARKER_PLACEHOLDER
 from supervisor.runner.spares import Spare, pipe_capacity
+from supervisor.runner.spec import JobSpec
 
 _REPLY_TIMEOUT = 10.0
 _EXIT_WAIT = 2.0
@@ -124,12 +125,12 @@ class ForkServer:
                 self.close()
         return self._ready
 
-    def fork_job(self, run_dir: Path, log: Path, env: dict[str, str], spec: dict[str, Any]) -> tuple[int, Path | None]:
+    def fork_job(self, run_dir: Path, log: Path, env: dict[str, str], spec: JobSpec) -> tuple[int, Path | None]:
         """(pid, the cgroup the job runs in). We always hand the job to a spare ourselves, so
         a ForkServerError means it was handed to none: starting it another way is safe."""
         if self._sock is None:
             raise ForkServerError("the fork server is not running")
-        request = {"run_dir": str(run_dir), "log": str(log), "env": env_changes(self._env, env), "spec": spec}
+        request = {"run_dir": str(run_dir), "log": str(log), "env": env_changes(self._env, env), "spec": spec.to_json()}
         data = json.dumps(request).encode()
         asked = 0
         while True:

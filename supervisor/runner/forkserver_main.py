@@ -35,6 +35,7 @@ from supervisor.registry import preload_job_types
 from supervisor.runner.files import ENV_MARKER, MARKER_PLACEHOLDER, RunFiles, write_json_atomic
 from supervisor.runner.reap import exited_children
 from supervisor.runner.spares import Spare, Spares, read_job
+from supervisor.runner.spec import JobSpec
 
 _children: dict[int, Path] = {}  # pid → run dir, for every child that got a job
 _early_exits: dict[int, int] = {}  # spares that ended before the daemon said which job they got
@@ -159,7 +160,7 @@ def _become_job(request: dict[str, Any]) -> None:
     os.close(log)
     _set_environ(request["env"])
     sys.argv = ["supervisor.job_main", request["run_dir"]]
-    job_main.main(spec=request["spec"])
+    job_main.main(spec=JobSpec.from_json(request["spec"]))
 
 
 def _set_environ(changes: dict[str, Any]) -> None:

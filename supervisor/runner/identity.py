@@ -18,6 +18,7 @@ from supervisor.errors import NotAllowed
 from supervisor.registry import JobOptions
 
 if TYPE_CHECKING:  # pydantic-settings costs every job process ~80 ms of start-up; annotations only
+    from supervisor.runner.spec import JobSpec
     from supervisor.settings import Settings
 
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -42,10 +43,10 @@ class RunAs:
         return cls(pw.pw_uid, pw.pw_gid, pw.pw_name, pw.pw_dir, keep_env or {})
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any]) -> RunAs | None:
-        if spec.get("run_as_uid") is None:
+    def from_spec(cls, spec: JobSpec) -> RunAs | None:
+        if spec.run_as_uid is None:
             return None
-        return cls(int(spec["run_as_uid"]), int(spec["run_as_gid"]), str(spec["run_as_name"]), str(spec["run_as_home"]))
+        return cls(spec.run_as_uid, int(spec.run_as_gid or 0), str(spec.run_as_name), str(spec.run_as_home))
 
     def spec_fields(self) -> dict[str, Any]:
         return {"run_as_uid": self.uid, "run_as_gid": self.gid, "run_as_name": self.name, "run_as_home": self.home}

@@ -6,7 +6,6 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psutil
 from loguru import logger
@@ -16,6 +15,7 @@ from supervisor.models import JobRecord
 from supervisor.registry import JobType
 from supervisor.runner.cgroups import JobCgroups
 from supervisor.runner.files import ENV_MARKER, RunFiles
+from supervisor.runner.spec import JobSpec
 from supervisor.runner.forkserver import ForkServer, ForkServerError, TooBig
 from supervisor.runner.identity import RunAs
 
@@ -42,8 +42,8 @@ class LaunchPaths:
     max_log_bytes: int | None = None  # the job's output cap (JobOptions.applied)
 
 
-def job_spec(rec: JobRecord, jt: JobType, files: RunFiles, paths: LaunchPaths, cgroup: Path | None) -> dict[str, Any]:
-    return {
+def job_spec(rec: JobRecord, jt: JobType, files: RunFiles, paths: LaunchPaths, cgroup: Path | None) -> JobSpec:
+    return JobSpec(**{
         "id": rec.id,
         "job": rec.job,
         "kind": jt.kind,
@@ -61,7 +61,7 @@ def job_spec(rec: JobRecord, jt: JobType, files: RunFiles, paths: LaunchPaths, c
         "shim": str(paths.shim) if paths.shim and jt.kind == "command" else None,
         "max_log_bytes": paths.max_log_bytes,
         **(paths.run_as.spec_fields() if paths.run_as else {}),
-    }
+    })
 
 
 def job_environment(rec: JobRecord, kind: str, files: RunFiles, run_as: RunAs | None = None) -> dict[str, str]:

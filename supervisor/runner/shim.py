@@ -13,10 +13,10 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from supervisor.logs import job_line
 from supervisor.runner.files import RunFiles
+from supervisor.runner.spec import JobSpec
 
 _BINARY = Path(__file__).with_name("runspace-shim")
 PROTOCOL = "4"  # shim.c's PROTOCOL: its command line and result format
@@ -49,13 +49,13 @@ def native_shim() -> Path | None:
     return _BINARY
 
 
-def shim_argv(shim: Path, command: ShimJob, spec: dict[str, Any], files: RunFiles,
+def shim_argv(shim: Path, command: ShimJob, spec: JobSpec, files: RunFiles,
               user_log_fd: int | None) -> list[str]:
     """The command line shim.c's main() reads (its usage line)."""
-    return [str(shim), str(files.result), str(files.progress), spec.get("events_socket") or "",
-            spec["user_log"], str(-1 if user_log_fd is None else user_log_fd), spec["id"], spec["job"],
+    return [str(shim), str(files.result), str(files.progress), spec.events_socket or "",
+            spec.user_log, str(-1 if user_log_fd is None else user_log_fd), spec.id, spec.job,
             str(command.pid), str(command.output), command.name,
-            str(-1 if spec.get("max_log_bytes") is None else spec["max_log_bytes"])]
+            str(-1 if spec.max_log_bytes is None else spec.max_log_bytes)]
 
 
 def holds_fds_safely(shim: Path) -> bool:
@@ -67,7 +67,7 @@ def holds_fds_safely(shim: Path) -> bool:
         return False
 
 
-def exec_shim(shim: Path, command: ShimJob, spec: dict[str, Any], files: RunFiles, user_log_fd: int | None) -> None:
+def exec_shim(shim: Path, command: ShimJob, spec: JobSpec, files: RunFiles, user_log_fd: int | None) -> None:
     """Become the shim; returns only if it cannot be started (the caller relays the command
     itself), or must not be: a job run as another user, with a shim others may read."""
     if user_log_fd is not None and not holds_fds_safely(shim):

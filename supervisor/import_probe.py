@@ -24,9 +24,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import supervisor.registry  # noqa: F401  (pydantic and the @job decorators, imported once, before the forks)
 from supervisor.errors import RunspaceError
 from supervisor.jobsource import import_source, read_verified
-from supervisor.registry import JOB_ATTR  # noqa: F401  (pydantic and the decorators, imported once before the forks)
 
 _LIBC = ctypes.CDLL(None)
 _PR_SET_PDEATHSIG = 1

@@ -91,6 +91,13 @@ def not_before_of(delay: float | None, at: str | None) -> str | None:
     return (moment if moment.tzinfo else moment.astimezone()).astimezone(UTC).isoformat()
 
 
+def start_fields(after: tuple[str, ...], delay: float | None, at: str | None) -> dict[str, Any]:
+    """The submission's `after` and `not_before` from --after, --in and --at (None: not given)."""
+    for job_id in after:
+        check_job_id(job_id)
+    return {"after": list(after) or None, "not_before": not_before_of(delay, at)}
+
+
 def start_conditions(command: Any) -> Any:
     """--after ID…, --in DURATION, --at TIME: when a submitted job may start."""
     command = click.option("--at", "at", metavar="TIME", help="Start at TIME (14:30: its next occurrence, local "
@@ -340,14 +347,12 @@ def submit(ctx, job, pairs, params_file, wait, follow, priority, idempotency_key
     """Submit JOB with key=value params.
 
     Prints the job id; with --wait, the result (exit code follows the job)."""
-    for job_id in after:
-        check_job_id(job_id)
-    not_before = not_before_of(delay, at)
+    start = start_fields(after, delay, at)
     goes_on(ctx, "the job may have been queued (`runspace list` shows your jobs)")
     with _client(ctx) as client:
         params = parse_pairs(pairs, params_file, lambda: _params_schema(client, job))
         _, status = client.submit(job, params, wait=wait, priority=priority, idempotency_key=idempotency_key,
-                                  after=list(after) or None, not_before=not_before)
+                                  **start)
         job_goes_on(ctx, status["id"])
         if follow and not status["done"]:
             from supervisor.progress import follow_progress
@@ -403,15 +408,13 @@ def exec_command(ctx, argv, cwd, env_pairs, timeout, idle_timeout, wait, label, 
     \b
     Like a job of any type: it is queued, gets a log (`runspace logs ID`), timeouts kill its
     whole process tree, and `::progress DONE TOTAL` / `::log TEXT` lines on stdout report."""
-    for job_id in after:
-        check_job_id(job_id)
+    start = start_fields(after, delay, at)
     params = {"argv": list(argv), "cwd": os.path.abspath(cwd or os.getcwd()), "env": exec_env(env_pairs),
               "label": label, "timeout": timeout or None, "idle_timeout": idle_timeout or None}
-    not_before = not_before_of(delay, at)
     goes_on(ctx, "the job may have been queued (`runspace list` shows your jobs)")
     with _client(ctx) as client:
         _, status = client.submit("exec", {k: v for k, v in params.items() if v is not None}, wait=wait,
-                                  after=list(after) or None, not_before=not_before)
+                                  **start)
     report_submitted(status, wait, as_json)
 
 
@@ -647,13 +650,10 @@ def batch(ctx, job, items_file, callback, batch_id, detach, as_json, after, dela
     every item succeeded, 1 otherwise.
     """
     items = read_items(items_file)
-    for job_id in after:
-        check_job_id(job_id)
-    not_before = not_before_of(delay, at)
+    start = start_fields(after, delay, at)
     goes_on(ctx, "the batch may have been queued (`runspace list` shows your jobs)")
     with _client(ctx) as client:
-        _, created = client.submit_batch(job, items, callback=callback, batch_id=batch_id, after=list(after),
-                                         not_before=not_before)
+        _, created = client.submit_batch(job, items, callback=callback, batch_id=batch_id, **start)
         goes_on(ctx, f"batch {created['batch_id']} goes on (`runspace list --batch {created['batch_id']}` "
                      "shows its jobs)")
         if detach:

@@ -87,7 +87,7 @@ class Scheduler:
         self._abandoned = False  # the lease was taken over: start nothing, record nothing (abandon())
         self._stats = JobStats()
         # Called with each job's final record after it is persisted (batch callbacks hook in here).
-        self._end_hooks: list[Callable[[JobRecord], None]] = []
+        self._end_hooks: list[Callable[[JobRecord], None]] = [self._end_dependents_of]
         self.control = QueueControl()  # pause and parallel, as the store keeps them (recover, set_control)
 
     # -- what others may ask --------------------------------------------------------
@@ -563,9 +563,6 @@ class Scheduler:
         self._stats.job_ended(rec)
         self._notify(rec.id, done=True)
         self._run_end_hooks(rec)
-        if rec.state != JobState.SUCCEEDED:
-            for dependent in self.s.store.dependents_of(rec.id):
-                self._end_dependent(dependent, f"job {rec.id} it was to run after ended {rec.state}")
 
     def _run_end_hooks(self, rec: JobRecord) -> None:
         for hook in self._end_hooks:
@@ -575,6 +572,12 @@ class Scheduler:
                 logger.exception("end hook {} failed for job {}", hook, rec.id)
 
     # -- dependencies ---------------------------------------------------------------
+
+    def _end_dependents_of(self, rec: JobRecord) -> None:
+        """An end hook, so a job settled for a dead host (ended_elsewhere) counts too."""
+        if rec.state != JobState.SUCCEEDED:
+            for dependent in self.s.store.dependents_of(rec.id):
+                self._end_dependent(dependent, f"job {rec.id} it was to run after ended {rec.state}")
 
     def _settle_dependencies(self, records: list[JobRecord]) -> None:
         """End the jobs among `records` that wait for a job that already ended other than succeeded."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +30,25 @@ def runspace_start_ms(d: RunspaceDaemon, job: str, work: Path, samples: int) -> 
         status = d.client.submit(job, {"path": str(stamp)})
         out.append((_read_stamp(stamp) - t0) * 1000)
         d.client.get(f"/v1/jobs/{status['id']}/wait?timeout=30")
+        time.sleep(_IDLE_PAUSE)
+    return out
+
+
+def exec_start_ms(d: RunspaceDaemon, work: Path, samples: int, cli: bool) -> list[float]:
+    """`runspace exec` of the same command tsp and nq run: over the API, or as the cold CLI
+    process a shell user types (as `tsp CMD` and `nq CMD` are)."""
+    out = []
+    for n in range(samples):
+        stamp = work / f"rs-exec-{'cli' if cli else 'api'}-{n}"
+        argv = [*_STAMP_CMD, str(stamp)]
+        t0 = time.time()
+        if cli:
+            job_id = subprocess.run([sys.executable, "-m", "supervisor", "exec", "--", *argv], env=d.env,
+                                    cwd=work, capture_output=True, text=True, check=True).stdout.strip()
+        else:
+            job_id = d.client.submit("exec", {"argv": argv, "cwd": str(work)})["id"]
+        out.append((_read_stamp(stamp) - t0) * 1000)
+        d.client.get(f"/v1/jobs/{job_id}/wait?timeout=30")
         time.sleep(_IDLE_PAUSE)
     return out
 
@@ -110,6 +131,9 @@ def run(ctx: Context) -> list[Row]:
         runspace_start_ms(d, "stamp_cmd", work, 2)  # warm-up
         rs_cmd = runspace_start_ms(d, "stamp_cmd", work, n)
         rs_py = runspace_start_ms(d, "stamp_py", work, n)
+        exec_start_ms(d, work, 2, cli=False)  # warm-up
+        rs_exec = exec_start_ms(d, work, n, cli=False)
+        rs_exec_cli = exec_start_ms(d, work, n, cli=True)
         runspace_wait_ms(d, 3)
         rs_wait = runspace_wait_ms(d, n_wait)
     finally:
@@ -132,6 +156,11 @@ def run(ctx: Context) -> list[Row]:
               target="≤ tsp p50")
     row.met = None if t50 is None else c50 <= t50
     rows += [row, Row("idle submit → command started", "p99", "ms", "lower", c99, {"tsp": t99, "nq": q99})]
+    for label, samples in (("idle `runspace exec` (API) → command started", rs_exec),
+                           ("idle `runspace exec -- CMD` (CLI process) → command started", rs_exec_cli)):
+        (e50, e99) = _pair(samples)
+        rows += [Row(label, "p50", "ms", "lower", e50, {"tsp": t50, "nq": q50}),
+                 Row(label, "p99", "ms", "lower", e99, {"tsp": t99, "nq": q99})]
     (p50, p99), (r50, r99) = _pair(rs_py), _pair(rq_py)
     rows += [Row("idle submit → Python job started", "p50", "ms", "lower", p50, {"RQ": r50}, target="≤ 5 ms",
                  met=p50 <= 5),

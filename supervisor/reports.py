@@ -67,7 +67,19 @@ def parse_exit_status(report: Any) -> int | None:
     return status if status is not None and _small_int(status, 0, 2**16) else None
 
 
-def check_result(report: Any) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class ResultReport:
+    """A job process's result.json (job_main.py, or runspace-shim for a command), checked."""
+
+    state: JobState  # a final one
+    result: Any = None
+    error_type: str | None = None
+    error_message: str | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+
+
+def check_result(report: Any) -> ResultReport | None:
     """A result.json (already read) that can be recorded as written; None when there is none.
     Raises InvalidReport, naming what is wrong, for one that cannot."""
     if report is None:
@@ -86,7 +98,9 @@ def check_result(report: Any) -> dict[str, Any] | None:
     if not (_small_int(report.get("exit_code"), -2**31, 2**31) and _small_int(report.get("signal"), 1, 128)):
         raise InvalidReport("exit_code and signal must be small integers or null")
     _check_storable(report, _MAX_RESULT_DEPTH)
-    return report
+    error = error or {}
+    return ResultReport(JobState(report["state"]), report.get("result"), error.get("type"), error.get("message"),
+                        report.get("exit_code"), report.get("signal"))
 
 
 def _check_storable(value: Any, depth: int) -> None:

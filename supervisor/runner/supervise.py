@@ -220,22 +220,21 @@ def outcome_of(run: RunningJob) -> Outcome:
         report = None
     # A job we killed is reported as killed even when it wrote a failure of its own: a
     # command's shim outlives the SIGTERM to report that its command died of it.
-    if report is not None and (run.kill_reason is None or report.get("state") == JobState.SUCCEEDED.value):
-        error = report.get("error") or {}
+    if report is not None and (run.kill_reason is None or report.state == JobState.SUCCEEDED):
         return Outcome(
-            state=JobState(report["state"]),
-            result=report.get("result"),
-            error_type=error.get("type"),
-            error_message=error.get("message"),
-            exit_code=report.get("exit_code"),
-            signal=report.get("signal"),
+            state=report.state,
+            result=report.result,
+            error_type=report.error_type,
+            error_message=report.error_message,
+            exit_code=report.exit_code,
+            signal=report.signal,
             reason=run.kill_reason.value if run.kill_reason else None,
             killed_at=run.killed_at,
             finished_at=_result_written_at(run),
         )
     if run.kill_reason is not None:
         if report is not None:  # how the command itself ended, not its shim
-            exit_code, sig = report.get("exit_code"), report.get("signal")
+            exit_code, sig = report.exit_code, report.signal
         kind = "MemoryLimit" if run.kill_reason == KillReason.MEMORY else run.kill_reason.name.title()
         return Outcome(
             state=_REASON_STATE[run.kill_reason],

@@ -16,7 +16,7 @@
  * The progress protocol's grammar (shared with command.py): fields are separated by ASCII
  * whitespace, and DONE and TOTAL are ASCII decimal numbers (or inf, infinity, nan).
  */
-#define PROTOCOL 4
+#define PROTOCOL 5
 
 #define _GNU_SOURCE
 #include <errno.h>

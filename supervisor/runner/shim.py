@@ -19,7 +19,7 @@ from supervisor.runner.files import RunFiles
 from supervisor.runner.spec import JobSpec
 
 _BINARY = Path(__file__).with_name("runspace-shim")
-PROTOCOL = "4"  # shim.c's PROTOCOL: its command line and result format
+PROTOCOL = "5"  # shim.c's PROTOCOL: its command line and result format
 
 
 @dataclass(frozen=True)

@@ -236,6 +236,7 @@ def _refuse_unknown_keys(config_file: Path) -> None:
 def describe_settings() -> str:
     """One line per setting, for `runspace daemon --help`: what it is, its choices, its default."""
     lines = []
+    width = max(len(name) for name in Settings.model_fields)
     for name, field in Settings.model_fields.items():
         text = field.description or ""
         choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else ()
@@ -244,5 +245,5 @@ def describe_settings() -> str:
         default = field.get_default(call_default_factory=True)
         if default not in (None, [], ()):
             text += f" [default: {default}]"
-        lines.append(f"RUNSPACE_{name.upper():<20} {text}")
+        lines.append(f"RUNSPACE_{name.upper():<{width}} {text}")
     return "\n".join(lines)

@@ -146,10 +146,9 @@ class RunspaceGroup(click.Group):
             sys.exit(EXIT_USAGE if isinstance(exc, InvalidParams | NotFound) else EXIT_FAILED)
 
 
-def _client(ctx: click.Context):
-    """The client for the daemon's socket: found without the settings model, and without httpx
-    (supervisor/client.py, supervisor/locate.py), so scripts can loop on any command."""
-    from supervisor.client import Client
+def _socket(ctx: click.Context) -> Path:
+    """The daemon's socket (--socket, else as the settings say): found without the settings
+    model (supervisor/locate.py), so scripts can loop on any command."""
     from supervisor.locate import daemon_socket
 
     socket = ctx.obj.get("socket") or daemon_socket()
@@ -157,7 +156,14 @@ def _client(ctx: click.Context):
         from supervisor.settings import load_settings  # raises InvalidParams naming what is wrong
 
         socket = load_settings().socket
-    return Client(Path(socket))
+    return Path(socket)
+
+
+def _client(ctx: click.Context):
+    """The client for the daemon's socket, without httpx (supervisor/client.py)."""
+    from supervisor.client import Client
+
+    return Client(_socket(ctx))
 
 
 def read_input(path: str, option: str) -> str:
@@ -783,7 +789,7 @@ def ui(ctx, port, no_browser) -> None:
     Prints its URL, with a token, as the first line. The dashboard shows what you may see."""
     from supervisor.ui.server import serve
 
-    serve(Path(ctx.obj.get("socket") or _settings().socket), port, open_browser=not no_browser)
+    serve(_socket(ctx), port, open_browser=not no_browser)
 
 
 @main.command()

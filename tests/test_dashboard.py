@@ -224,6 +224,18 @@ def test_ui_says_so_when_the_daemon_is_not_there(tmp_path: Path) -> None:
     assert "cannot reach the runspace daemon" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("command", [["ui", "--no-browser"], ["list"]])
+def test_ui_finds_the_socket_as_every_command_does(tmp_path: Path, command: list[str]) -> None:
+    """The socket named in the config file; a daemon setting a client does not use is none of its business."""
+    config = tmp_path / "config.toml"
+    config.write_text(f'socket = "{tmp_path / "none.sock"}"\n')
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RUNSPACE_")}, "PYTHONPATH": str(ROOT),
+           "RUNSPACE_CONFIG": str(config), "RUNSPACE_MAX_CONCURRENCY": "none"}
+    done = subprocess.run([sys.executable, "-m", "supervisor", *command], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3 and str(tmp_path / "none.sock") in done.stderr, done.stderr
+
+
 def test_a_port_in_use_is_one_line(daemon: DaemonProcess) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

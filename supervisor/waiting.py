@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from supervisor.dependencies import DependencyView
 from supervisor.models import JobRecord, JobState, rfc3339
 from supervisor.queue_control import QueueControl
 from supervisor.store import Store
@@ -15,12 +16,9 @@ def waiting_for(rec: JobRecord, store: Store, control: QueueControl, declared_li
     """The first reason that holds, in the order the scheduler applies them."""
     if control.holds(rec.job):
         return "paused"
-    if rec.after_ids:
-        states = store.states_of(rec.after_ids)
-        pending = next((job_id for job_id in rec.after_ids
-                        if states.get(job_id, (None, None))[0] != JobState.SUCCEEDED), None)
-        if pending is not None:
-            return f"after {pending}"
+    pending = DependencyView(store).waiting_for(rec) if rec.after_ids else None
+    if pending is not None:
+        return f"after {pending}"
     if rec.not_before > time.time():
         return f"not before {rfc3339(rec.not_before)}"
     running_of_type, holder = store.running_like(rec.job, rec.concurrency_key)

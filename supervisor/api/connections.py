@@ -31,9 +31,6 @@ class ConnectionTable:
         self.per_user = per_user
         self._open: Counter[int] = Counter()
 
-    def open_for(self, uid: int) -> int:
-        return self._open[uid]
-
     def acquire(self, conn: Connection, uid: int) -> None:
         """Count `conn` against `uid` (once); over the cap, mark it refused instead."""
         if conn.uid is not None or conn.refused is not None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from supervisor.errors import DaemonUnreachable, InvalidParams, NotFound, RunspaceError
+from supervisor.errors import DaemonUnreachable, InvalidParams, RunspaceError
 from supervisor.output import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -143,7 +143,9 @@ class RunspaceGroup(click.Group):
                     click.echo(f"  {line}", err=True)
             if isinstance(exc, DaemonUnreachable):
                 sys.exit(EXIT_UNREACHABLE)
-            sys.exit(EXIT_USAGE if isinstance(exc, InvalidParams | NotFound) else EXIT_FAILED)
+            # A request the daemon refused (bad input, not allowed, conflict, full, draining) is
+            # the caller's to fix or retry: 2, never 1, which says a job failed.
+            sys.exit(EXIT_FAILED if type(exc) is RunspaceError else EXIT_USAGE)
 
 
 def _socket(ctx: click.Context) -> Path:
@@ -304,8 +306,8 @@ def main(ctx: click.Context, socket: str | None) -> None:
     Follow it:          runspace wait ID ; runspace logs ID -f
 
     \b
-    Exit codes: 0 ok, 1 job failed or cancelled, 2 usage or invalid params,
-    3 daemon unreachable, 124 job timed out or hung (or a wait ran out),
+    Exit codes: 0 ok, 1 job failed or cancelled, 2 usage, invalid params or a
+    request the daemon refused (not allowed, conflict, queue full…), 3 daemon unreachable, 124 job timed out or hung (or a wait ran out),
     130 interrupted (Ctrl-C; the job goes on).
 
     \b

@@ -78,7 +78,7 @@ def test_exec_waits_like_any_job_and_bad_input_is_one_line(daemon: DaemonProcess
 def test_exec_policy_off_refuses_it(make_daemon) -> None:
     d = make_daemon(RUNSPACE_EXEC="off")
     out = d.cli("exec", "--", "true")
-    assert out.returncode == 1 and "RUNSPACE_EXEC=off" in out.stderr
+    assert out.returncode == 2 and "RUNSPACE_EXEC=off" in out.stderr
     assert d.client.list()["items"] == []
 
 

@@ -62,7 +62,7 @@ def test_cli_idempotency_key(daemon: DaemonProcess) -> None:
     ids = {daemon.cli("submit", "echo", "value=9", "--idempotency-key", "cli-1").stdout.split()[0] for _ in range(2)}
     assert len(ids) == 1
     clash = daemon.cli("submit", "echo", "value=10", "--idempotency-key", "cli-1")
-    assert clash.returncode == 1 and "already used" in clash.stderr
+    assert clash.returncode == 2 and "already used" in clash.stderr
 
 
 def test_a_malformed_header_key_or_one_that_contradicts_the_body_is_400(daemon: DaemonProcess) -> None:

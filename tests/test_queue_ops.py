@@ -80,7 +80,7 @@ def test_rm_removes_an_ended_job_its_log_and_result_and_refuses_a_running_one(st
     with pytest.raises(Conflict, match="only ended jobs"):
         d.client.remove(running)
     out = d.cli("rm", running)
-    assert out.returncode == 1 and "only ended jobs" in out.stderr
+    assert out.returncode == 2 and "only ended jobs" in out.stderr
     ended = d.wait(d.submit("echo", {"value": "b"})["id"])
     log = d.log_dir / "jobs" / f"{ended['id']}.log"
     assert log.exists()

@@ -307,8 +307,9 @@ def main(ctx: click.Context, socket: str | None) -> None:
 
     \b
     Exit codes: 0 ok, 1 job failed or cancelled, 2 usage, invalid params or a
-    request the daemon refused (not allowed, conflict, queue full…), 3 daemon unreachable, 124 job timed out or hung (or a wait ran out),
-    130 interrupted (Ctrl-C; the job goes on).
+    request the daemon refused (not allowed, conflict, queue full…), 3 daemon
+    unreachable, 124 job timed out or hung (or a wait ran out), 130 interrupted
+    (Ctrl-C; the job goes on).
 
     \b
     Shell completion (bash; zsh_source, fish_source likewise):

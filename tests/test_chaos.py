@@ -13,7 +13,7 @@ import pytest
 
 from supervisor.client import Client
 from tests.test_limits import http_request
-from tests.test_security import LocalUsers, as_user, multiuser, needs_root, shared_base, users, value  # noqa: F401
+from tests.users import LocalUsers, as_user, multiuser, needs_root, shared_base, users, value  # noqa: F401
 
 HOSTILE_SECONDS = 20.0
 

@@ -26,7 +26,7 @@ from supervisor.registry import load_job_type, preload_job_types
 from supervisor.runner.files import ENV_MARKER, MARKER_PLACEHOLDER
 from supervisor.trust import Trust
 from tests.conftest import TEST_JOBS, DaemonProcess, wait_until
-from tests.test_security import LocalUsers, users  # noqa: F401  (the fixture)
+from tests.users import LocalUsers, users  # noqa: F401  (the fixture)
 
 _JOB = '''
 import os

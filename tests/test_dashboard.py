@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT, DaemonProcess, wait_until
-from tests.test_security import LocalUser, LocalUsers, as_user, become, multiuser, shared_base, users, value  # noqa: F401
+from tests.users import LocalUser, LocalUsers, as_user, fork_as, multiuser, shared_base, users, value  # noqa: F401
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "tests" / "artifacts" / "dashboard"
@@ -100,18 +100,12 @@ def dashboard_as(user: LocalUser, daemon: DaemonProcess) -> Iterator[Dashboard]:
     errors = daemon.base / f"ui-{user.name}.log"
     errors.touch()
     os.chown(errors, user.uid, user.gid)
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        try:
-            os.close(read_end)
-            become(user)
-            sys.stdout = open(write_end, "w", buffering=1)
-            os.dup2(os.open(errors, os.O_WRONLY | os.O_APPEND), 2)
-            server.serve(daemon.socket, 0, open_browser=False)
-        finally:
-            os._exit(0)
-    os.close(write_end)
+    def serve(out: int) -> None:
+        sys.stdout = open(out, "w", buffering=1)
+        os.dup2(os.open(errors, os.O_WRONLY | os.O_APPEND), 2)
+        server.serve(daemon.socket, 0, open_browser=False)
+
+    pid, read_end = fork_as(user, serve)
     reader = os.fdopen(read_end)
 
     def stop() -> int:

@@ -14,7 +14,7 @@ import pytest
 
 from supervisor.errors import NotAllowed
 from tests.conftest import DaemonProcess, wait_until
-from tests.test_security import LocalUsers, as_user, multiuser, needs_root, shared_base, users  # noqa: F401
+from tests.users import LocalUsers, as_user, multiuser, needs_root, shared_base, users  # noqa: F401
 
 
 def test_exec_runs_in_the_callers_directory_with_the_chosen_environment(daemon: DaemonProcess,

@@ -21,7 +21,7 @@ import pytest
 
 from supervisor.client import Client
 from tests.conftest import DaemonProcess, wait_until
-from tests.test_security import LocalUsers, as_user, multiuser, needs_root, shared_base, users, value  # noqa: F401
+from tests.users import LocalUsers, as_user, multiuser, needs_root, shared_base, users, value  # noqa: F401
 from tests.test_tcp import free_port, tokens_file
 
 

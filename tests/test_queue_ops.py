@@ -13,7 +13,7 @@ from supervisor.errors import Conflict, InvalidParams, NotFound
 
 from tests.conftest import DaemonProcess, wait_until
 from tests.pg import find_pg_bin, fresh_database, private_postgres
-from tests.test_security import LocalUsers, as_user, multiuser, needs_root, shared_base, users  # noqa: F401
+from tests.users import LocalUsers, as_user, multiuser, needs_root, shared_base, users  # noqa: F401
 
 STORES = ["sqlite", "postgres"]
 

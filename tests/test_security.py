@@ -1,24 +1,18 @@
 """Identity and multi-user security: who may call, who sees what, whom jobs run as, what is trusted.
 
-The multi-user tests need root: they create two throw-away users and a group with
-useradd/groupadd and act as those users from forked, setuid'd children that talk to the
-daemon's socket like any other client would.
+The multi-user tests need root: they create throw-away users (tests/users.py) and act as
+them from forked, setuid'd children that talk to the daemon's socket like any other client.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pwd
-import shutil
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,111 +22,7 @@ from supervisor.client import Client
 from supervisor.errors import RunspaceError
 from supervisor.runner.shim import native_shim
 from tests.conftest import ROOT, TEST_JOBS, TEST_MARKER, DaemonProcess, wait_until
-
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="creates users and switches uids: run the suite as root")
-
-
-@dataclass(frozen=True)
-class LocalUser:
-    name: str
-    uid: int
-    gid: int
-    home: str
-
-
-@dataclass(frozen=True)
-class LocalUsers:
-    alice: LocalUser
-    bob: LocalUser
-    group: str
-    group_gid: int
-
-
-def _run(*argv: str) -> None:
-    subprocess.run(argv, check=True, capture_output=True, timeout=60)
-
-
-@pytest.fixture
-def users() -> Iterator[LocalUsers]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create users")
-    if not shutil.which("useradd"):
-        pytest.skip("useradd is not installed")
-    tag = uuid.uuid4().hex[:6]
-    group, names = f"rsg{tag}", (f"rsa{tag}", f"rsb{tag}")
-    _run("groupadd", group)
-    created: list[str] = []
-    try:
-        for name in names:
-            _run("useradd", "--create-home", "--shell", "/bin/sh", "--groups", group, name)
-            created.append(name)
-        found = [pwd.getpwnam(n) for n in names]
-        yield LocalUsers(*(LocalUser(p.pw_name, p.pw_uid, p.pw_gid, p.pw_dir) for p in found),
-                        group, __import__("grp").getgrnam(group).gr_gid)
-    finally:
-        for name in created:
-            subprocess.run(["userdel", "-r", name], capture_output=True, timeout=60)
-        subprocess.run(["groupdel", group], capture_output=True, timeout=60)
-
-
-@pytest.fixture
-def shared_base() -> Iterator[Path]:
-    """A daemon base dir other users can pass through (pytest's tmp_path is root-only)."""
-    base = Path(tempfile.mkdtemp(prefix="runspace-sec-"))
-    os.chmod(base, 0o711)
-    yield base
-    shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture
-def multiuser(users: LocalUsers, shared_base: Path, make_daemon: Callable[..., DaemonProcess]) -> Callable[..., DaemonProcess]:
-    """A root daemon whose socket the test users' group may open."""
-
-    def start(**env: str) -> DaemonProcess:
-        return make_daemon(shared_base / uuid.uuid4().hex[:6], RUNSPACE_SOCKET_GROUP=users.group,
-                           RUNSPACE_JOB_ENV_PASSTHROUGH=TEST_MARKER, **env)
-
-    return start
-
-
-def become(user: LocalUser) -> None:
-    """In a forked child: drop to `user`'s groups, gid and uid, for good."""
-    os.setgroups(os.getgrouplist(user.name, user.gid))
-    os.setgid(user.gid)
-    os.setuid(user.uid)
-
-
-def as_user(user: LocalUser, daemon: DaemonProcess, action: Callable[[Client], Any]) -> dict[str, Any]:
-    """Run `action(client)` in a forked child that has become `user`; returns {"value"} or {"error"}."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        try:
-            os.close(read_end)
-            become(user)
-            try:
-                with Client(daemon.socket) as client:
-                    out: dict[str, Any] = {"value": action(client)}
-            except RunspaceError as exc:
-                out = {"error": type(exc).__name__, "detail": exc.detail}
-            except OSError as exc:
-                out = {"error": type(exc).__name__, "detail": str(exc)}
-            os.write(write_end, json.dumps(out, default=str).encode())
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent
-            os.write(write_end, json.dumps({"error": "crash", "detail": repr(exc)}).encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    chunks = []
-    with os.fdopen(read_end, "rb") as reader:
-        chunks.append(reader.read())
-    os.waitpid(pid, 0)
-    return json.loads(b"".join(chunks))
-
-
-def value(reply: dict[str, Any]) -> Any:
-    assert "value" in reply, f"expected success, got {reply}"
-    return reply["value"]
+from tests.users import LocalUsers, as_user, multiuser, needs_root, shared_base, users, value  # noqa: F401
 
 
 # -- identity and authorization --------------------------------------------------------

@@ -1,8 +1,9 @@
 """Typed settings: env `RUNSPACE_*`, then a TOML file, then defaults.
 
-The daemon's and the CLI's own settings are read here and nowhere else; the environment is
-also read for what other programs set (systemd's NOTIFY_SOCKET/LISTEN_FDS in systemd.py,
-RUNSPACE_SOCKET on the CLI's status fast path in cli_main.py) and passed on to jobs.
+The daemon's settings are read here and nowhere else. The CLI finds the socket without this
+model (locate.py, and cli_main.py's status fast path: RUNSPACE_SOCKET, RUNSPACE_CONFIG's
+`socket`, the same defaults); the environment is also read for what other programs set
+(systemd's NOTIFY_SOCKET/LISTEN_FDS in systemd.py) and passed on to jobs.
 """
 
 from __future__ import annotations

@@ -133,7 +133,7 @@ def run_python(jt: JobType, params: Any, ctx: JobContext) -> dict[str, Any]:
 
 
 def run_job(jt: JobType, spec: JobSpec, ctx: JobContext, files: RunFiles,
-            reporter: FileReporter) -> dict[str, Any]:
+            reporter: FileReporter, started: int | None) -> dict[str, Any]:
     from supervisor.command import check_argv, relay_command, start_command
 
     try:
@@ -142,7 +142,8 @@ def run_job(jt: JobType, spec: JobSpec, ctx: JobContext, files: RunFiles,
             argv = check_argv(jt.func(params, ctx))
             pid, output = start_command(argv)  # first: the shim's exec is off the command's start
             if spec.shim:  # the native shim takes over the command; returns only if it cannot
-                exec_shim(Path(spec.shim), ShimJob(pid, output, argv[0]), spec, files, reporter.user_log_fd)
+                exec_shim(Path(spec.shim), ShimJob(pid, output, argv[0]), spec, files, reporter.user_log_fd,
+                          started)
             return relay_command(pid, output, argv[0], ctx)
         return run_python(jt, params, ctx)
     except Exception as exc:
@@ -234,7 +235,7 @@ def main(spec: JobSpec | None = None) -> None:
         files.make_tmp()
     os.chdir(files.workdir(spec.kind))
     ctx = JobContext(spec.id, spec.job, spec.requestor, spec.log_user, files.make_tmp, reporter)
-    outcome = run_job(loaded, spec, ctx, files, reporter) if isinstance(loaded, JobType) else loaded
+    outcome = run_job(loaded, spec, ctx, files, reporter, started) if isinstance(loaded, JobType) else loaded
     sys.stdout.flush()
     sys.stderr.flush()
     write_result(files, outcome, started)

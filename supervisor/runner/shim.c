@@ -8,15 +8,18 @@
  * for memory: a waiting CPython process dirties ~3 MB of its own, this ~0.1 MB.
  *
  * usage: runspace-shim RESULT PROGRESS EVENTS USER_LOG USER_LOG_FD JOB_ID JOB PID OUTPUT_FD NAME
+ *                      MAX_LOG_BYTES STARTED STARTED_FD
  *   EVENTS is "" when there is no progress socket; USER_LOG_FD is -1 unless the job process
  *   holds the user log open for us (a job run as another user may append but not open it);
- *   PID is the command, OUTPUT_FD the read end of its output pipe, NAME its argv[0].
+ *   PID is the command, OUTPUT_FD the read end of its output pipe, NAME its argv[0];
+ *   MAX_LOG_BYTES is -1 for no cap; STARTED_FD is the job process's fd of its run-once guard
+ *   file STARTED, or -1 when it no longer holds it (job_main.write_result).
  *        runspace-shim --protocol   prints PROTOCOL: shim.py uses no binary built for another.
  *
  * The progress protocol's grammar (shared with command.py): fields are separated by ASCII
  * whitespace, and DONE and TOTAL are ASCII decimal numbers (or inf, infinity, nan).
  */
-#define PROTOCOL 5
+#define PROTOCOL 6
 
 #define _GNU_SOURCE
 #include <errno.h>
@@ -50,8 +53,8 @@ struct buf {
 };
 
 static struct {
-    const char *result, *progress, *events, *user_log, *job_id, *job;
-    int user_log_fd;
+    const char *result, *progress, *events, *user_log, *job_id, *job, *started;
+    int user_log_fd, started_fd;
     long long log_room; /* bytes the job log may still take (logs.CappedOutput); -1: no cap */
     long long log_cap;
     int dropping;
@@ -457,6 +460,25 @@ static const char *signal_name(int sig) {
     return other;
 }
 
+/* job_main.write_result: the result written into the run-once guard file we still hold, then
+ * linked as RESULT. It appears whole, as with a rename, without a new inode: on ext4 without a
+ * journal each new inode costs ~0.5 ms of CPU per job here (bench/README.md). 0: not done. */
+static int write_into_started(const struct buf *json) {
+    if (cfg.started_fd < 0) return 0;
+    int fd = cfg.started_fd, written = 1;
+    cfg.started_fd = -1;
+    for (size_t off = 0; off < json->len && written;) {
+        ssize_t w = write(fd, json->p + off, json->len - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) written = 0;
+        else off += (size_t)w;
+    }
+    close(fd);
+    /* A filesystem without hard links (or a cut-short write): the temp-file way, over whatever
+     * `started` holds now, as job_main does. */
+    return written && link(cfg.started, cfg.result) == 0;
+}
+
 static void write_result(const char *state, const char *error_type, const char *message, int exit_code, int sig) {
     struct buf json = {0};
     buf_addf(&json, "{\"state\": \"%s\"", state);
@@ -469,7 +491,7 @@ static void write_result(const char *state, const char *error_type, const char *
     }
     if (sig) buf_addf(&json, ", \"exit_code\": null, \"signal\": %d}", sig);
     else buf_addf(&json, ", \"exit_code\": %d}", exit_code);
-    write_json_atomic(cfg.result, &json);
+    if (!write_into_started(&json)) write_json_atomic(cfg.result, &json);
     free(json.p);
 }
 
@@ -515,20 +537,24 @@ int main(int argc, char **argv) {
         printf("%d\n", PROTOCOL);
         return 0;
     }
-    if (argc != 12) {
-        fprintf(stderr, "usage: runspace-shim RESULT PROGRESS EVENTS USER_LOG USER_LOG_FD JOB_ID JOB PID OUTPUT_FD NAME MAX_LOG_BYTES\n");
+    if (argc != 14) {
+        fprintf(stderr, "usage: runspace-shim RESULT PROGRESS EVENTS USER_LOG USER_LOG_FD JOB_ID JOB PID OUTPUT_FD NAME"
+                        " MAX_LOG_BYTES STARTED STARTED_FD\n");
         return 64; /* EX_USAGE */
     }
     cfg.result = argv[1], cfg.progress = argv[2], cfg.events = argv[3], cfg.user_log = argv[4];
     cfg.user_log_fd = atoi(argv[5]);
     cfg.job_id = argv[6], cfg.job = argv[7];
     cfg.log_cap = cfg.log_room = atoll(argv[11]);
+    cfg.started = argv[12];
+    cfg.started_fd = atoi(argv[13]);
     struct stat log_stat;
     if (cfg.log_room >= 0 && fstat(1, &log_stat) == 0) /* an earlier attempt's output counts */
         cfg.log_room = cfg.log_room > log_stat.st_size ? cfg.log_room - log_stat.st_size : 0;
     pid_t pid = (pid_t)atoi(argv[8]);
     int output = atoi(argv[9]);
     if (cfg.user_log_fd >= 0) fcntl(cfg.user_log_fd, F_SETFD, FD_CLOEXEC);
+    if (cfg.started_fd >= 0) fcntl(cfg.started_fd, F_SETFD, FD_CLOEXEC);
     fcntl(output, F_SETFD, FD_CLOEXEC);
     signal(SIGPIPE, SIG_IGN);
     child = pid;

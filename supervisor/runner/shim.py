@@ -19,7 +19,7 @@ from supervisor.runner.files import RunFiles
 from supervisor.runner.spec import JobSpec
 
 _BINARY = Path(__file__).with_name("runspace-shim")
-PROTOCOL = "5"  # shim.c's PROTOCOL: its command line and result format
+PROTOCOL = "6"  # shim.c's PROTOCOL: its command line and result format
 
 
 @dataclass(frozen=True)
@@ -50,12 +50,16 @@ def native_shim() -> Path | None:
 
 
 def shim_argv(shim: Path, command: ShimJob, spec: JobSpec, files: RunFiles,
-              user_log_fd: int | None) -> list[str]:
+              user_log_fd: int | None, started: int | None) -> list[str]:
     """The command line shim.c's main() reads (its usage line)."""
     return [str(shim), str(files.result), str(files.progress), spec.events_socket or "",
-            spec.user_log, str(-1 if user_log_fd is None else user_log_fd), spec.id, spec.job,
+            spec.user_log, _fd_arg(user_log_fd), spec.id, spec.job,
             str(command.pid), str(command.output), command.name,
-            str(-1 if spec.max_log_bytes is None else spec.max_log_bytes)]
+            str(-1 if spec.max_log_bytes is None else spec.max_log_bytes), str(files.started), _fd_arg(started)]
+
+
+def _fd_arg(fd: int | None) -> str:
+    return str(-1 if fd is None else fd)
 
 
 def holds_fds_safely(shim: Path) -> bool:
@@ -67,17 +71,20 @@ def holds_fds_safely(shim: Path) -> bool:
         return False
 
 
-def exec_shim(shim: Path, command: ShimJob, spec: JobSpec, files: RunFiles, user_log_fd: int | None) -> None:
+def exec_shim(shim: Path, command: ShimJob, spec: JobSpec, files: RunFiles, user_log_fd: int | None,
+              started: int | None) -> None:
     """Become the shim; returns only if it cannot be started (the caller relays the command
-    itself), or must not be: a job run as another user, with a shim others may read."""
+    itself), or must not be: a job run as another user, with a shim others may read.
+    `started`: the run-once guard's fd while this process holds it; the shim writes the
+    result into it and links it as result.json (job_main.write_result), one inode less."""
     if user_log_fd is not None and not holds_fds_safely(shim):
         return
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        for fd in (command.output, user_log_fd):
+        for fd in (command.output, user_log_fd, started):
             if fd is not None:
                 os.set_inheritable(fd, True)
-        os.execv(shim, shim_argv(shim, command, spec, files, user_log_fd))
+        os.execv(shim, shim_argv(shim, command, spec, files, user_log_fd, started))
     except OSError as exc:
         os.write(2, job_line(f"runspace: cannot start the native shim ({exc}); relaying the command from Python").encode())

@@ -276,7 +276,7 @@ static double monotonic(void) {
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* worker.FileReporter.progress. The daemon reads only the last report in progress.json, so
+/* job_main.FileReporter.progress. The daemon reads only the last report in progress.json, so
  * each report carries the last message given, not just its own (a burst may skip the report
  * that had it). */
 static struct buf last_message;

@@ -47,7 +47,7 @@ class JobTree:
                 procs.append(psutil.Process(pid))
             except psutil.NoSuchProcess:
                 continue
-        # The worker joins its cgroup before it runs job code, so nothing escapes it. Only if
+        # The job process joins its cgroup before it runs job code, so nothing escapes it. Only if
         # that join failed (the live leader is not inside) do we fall back to the sweep; not
         # scanning after a normal exit keeps the common path cheap.
         if self.leader_pid is not None and self.leader_pid not in {p.pid for p in procs} and _alive_pid(self.leader_pid):

@@ -37,11 +37,6 @@ def _groups_of(name: str, uid: int) -> set[str]:
         return set()
 
 
-def admin_names(settings: Settings) -> frozenset[str]:
-    """Names of the users `identify` makes admins: root, the daemon's own user, `admins`."""
-    return frozenset({user_name(0), user_name(os.geteuid()), *settings.admins})
-
-
 def identify(uid: int | None, settings: Settings) -> Caller:
     if uid is None:
         raise NotAuthenticated("this listener cannot tell who is calling")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import pwd
 
-from supervisor.auth import admin_names, user_name
+from supervisor.names import admin_names, user_name
 from supervisor.errors import NotAllowed
 from supervisor.settings import Settings
 
@@ -17,7 +17,7 @@ EXEC_TYPE = "exec"  # supervisor/builtin_jobs/exec_job.py (a job module: not imp
 def check_exec(requestor: str, settings: Settings) -> None:
     if settings.exec == "off":
         raise NotAllowed("runspace exec is off on this host (RUNSPACE_EXEC=off)")
-    if settings.exec == "admins" and requestor not in admin_names(settings):
+    if settings.exec == "admins" and requestor not in admin_names(settings.admins):
         raise NotAllowed(f"runspace exec is for admins on this host (RUNSPACE_EXEC=admins); {requestor!r} is not one")
     if os.geteuid() != 0 and _uid(requestor) != os.geteuid():
         daemon_user = user_name(os.geteuid())

@@ -20,7 +20,6 @@ from anyio.abc import TaskGroup
 from loguru import logger
 from pydantic import ValidationError
 
-from supervisor.auth import admin_names
 from supervisor.dependencies import DEPENDENCY_FAILED, DependencyView, failed_dependency
 from supervisor.eligibility import Eligibility
 from supervisor.errors import NotAllowed, NotFound, QueueFull, StoreUnavailable
@@ -28,6 +27,7 @@ from supervisor.exec_policy import EXEC_TYPE, check_exec
 from supervisor.ids import is_job_id
 from supervisor.metrics import JobStats
 from supervisor.models import JobRecord, JobState, KillReason
+from supervisor.names import admin_names
 from supervisor.queue import JobQueue, Turns
 from supervisor.queue_control import QueueControl, QueueState
 from supervisor.waiting import explain
@@ -75,7 +75,7 @@ class Scheduler:
         self._registry = registry
         # A shared store brings its own queue: the rows themselves, claimed in SQL (supervisor/shared_queue.py).
         self.queue = queue if queue is not None else JobQueue()
-        self._admins = admin_names(services.settings)
+        self._admins = admin_names(services.settings.admins)
         self.running: dict[str, RunningJob] = {}
         self._done: dict[str, anyio.Event] = {}
         self._changed: dict[str, anyio.Event] = {}

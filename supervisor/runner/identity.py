@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from supervisor.errors import NotAllowed
+from supervisor.names import admin_names
 from supervisor.registry import JobOptions
 
 if TYPE_CHECKING:  # pydantic-settings costs every job process ~80 ms of start-up; annotations only
@@ -58,10 +59,6 @@ class RunAs:
         return env
 
 
-def _is_admin(name: str, admins: list[str]) -> bool:
-    return name == "root" or name in admins or name == pwd.getpwuid(os.geteuid()).pw_name
-
-
 def job_identity(opts: JobOptions, requestor: str, settings: Settings) -> RunAs | None:
     """Whom a job runs as when the daemon is root; None when the daemon cannot switch users.
 
@@ -78,7 +75,7 @@ def job_identity(opts: JobOptions, requestor: str, settings: Settings) -> RunAs 
         return target
     if opts.run_as and not opts.allow_root:
         raise NotAllowed(f"this job type runs as {opts.run_as!r}, which is root, without allow_root=True")
-    if opts.allow_root and not _is_admin(requestor, admins):
+    if opts.allow_root and requestor not in admin_names(admins):
         raise NotAllowed(f"only admins may run this job as root; {requestor!r} is not one")
     if opts.allow_root or not root_run_as:
         return None  # stays root, the daemon's own identity and environment

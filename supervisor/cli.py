@@ -73,9 +73,11 @@ class RunspaceGroup(click.Group):
                     click.echo(f"  {line}", err=True)
             if isinstance(exc, DaemonUnreachable):
                 sys.exit(EXIT_UNREACHABLE)
-            # A request the daemon refused (bad input, not allowed, conflict, full, draining) is
-            # the caller's to fix or retry: 2, never 1, which says a job failed.
-            sys.exit(EXIT_FAILED if type(exc) is RunspaceError else EXIT_USAGE)
+            # A request the daemon refused (bad input, not allowed, conflict, full, draining: an
+            # error with its own status) is the caller's to fix or retry: 2, never 1, which says a
+            # job failed. The rest is 1: a daemon that cannot start (its state dir, socket or host
+            # id in use: CONTRACT §13), an internal error.
+            sys.exit(EXIT_FAILED if exc.status == RunspaceError.status else EXIT_USAGE)
 
 
 def _socket(ctx: click.Context) -> Path:

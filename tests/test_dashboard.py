@@ -503,6 +503,88 @@ def test_a_second_users_dashboard_shows_only_their_jobs(users: LocalUsers, multi
             expect(admin.locator("table.jobs tbody tr")).to_have_count(2)
 
 
+_SLOW_BROWSER = """#!/bin/sh
+# A browser still starting up: what it was asked to open is on its command line meanwhile.
+printf '%s' "$1" > "$0.opened"
+i=0
+while [ ! -e "$0.go" ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done
+"""
+
+
+@contextmanager
+def dashboard_with_browser(daemon: DaemonProcess, browser: Path) -> Iterator[tuple[Dashboard, str]]:
+    """`runspace ui` opening its page in `browser` (webbrowser honours $BROWSER): the dashboard,
+    and what the browser was given to open."""
+    err = open(daemon.base / "ui.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "supervisor", "ui"], env={**daemon.env, "BROWSER": str(browser)},
+                            stdout=subprocess.PIPE, stderr=err, text=True, cwd=daemon.base)
+    err.close()
+    try:
+        url = _first_line(proc.stdout)
+        opened = Path(f"{browser}.opened")
+        wait_until(opened.exists, timeout=20, what="runspace ui to start the browser")
+        yield Dashboard(url, proc.pid, lambda: 0), opened.read_text()
+    finally:
+        Path(f"{browser}.go").touch()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(15)
+
+
+def _tokens_on_command_lines(_: Any) -> list[str]:
+    """As another local user: every command line readable in /proc that holds a dashboard token,
+    and what the dashboard answers when that user uses it."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            words = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for word in words:
+            if b"token=" in word:
+                url = word.decode(errors="replace")
+                answer = httpx.get(url) if url.startswith("http://127.0.0.1:") else None
+                found.append(f"{cmdline.parent.name}: {url} -> {answer.status_code if answer else '-'}")
+    return found
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creates a second user to read /proc as")
+def test_the_browser_is_never_handed_the_token_on_a_command_line(users: LocalUsers, daemon: DaemonProcess,
+                                                                   tmp_path: Path) -> None:
+    """Any local user reads /proc/PID/cmdline of the browser `runspace ui` starts, and the token
+    is good once: had it been there, bob would be logged in to root's dashboard (and `exec` as root)
+    before root's browser even asked."""
+    browser = tmp_path / "browser"
+    browser.write_text(_SLOW_BROWSER)
+    browser.chmod(0o700)
+    with dashboard_with_browser(daemon, browser) as (ui, opened):
+        assert value(as_user(users.bob, daemon, _tokens_on_command_lines)) == []
+        # What the browser got: a page only root may read that sends it on to the URL.
+        assert opened.startswith("file:///") and "token=" not in opened
+        page = Path(opened.removeprefix("file://"))
+        assert page.stat().st_mode & 0o777 == 0o600 and page.parent.stat().st_mode & 0o777 == 0o700
+        assert f'url={ui.url}"' in page.read_text()
+        with httpx.Client(base_url=ui.base) as web:
+            # Followed from that file, the login is another site's navigation: a redirect would
+            # lose the SameSite=Strict cookie, so the hop to the jobs page is made from a page of ours.
+            login = web.get(ui.url, headers={"sec-fetch-site": "cross-site"})
+            assert login.status_code == 200 and 'http-equiv="refresh" content="0;url=/"' in login.text
+            assert "samesite=strict" in login.headers["set-cookie"].lower()
+            assert web.get("/").status_code == 200
+    assert not page.exists()  # removed when the dashboard stops
+
+
+@needs_browser
+def test_the_page_the_browser_opens_logs_it_in(daemon: DaemonProcess, tmp_path: Path) -> None:
+    browser = tmp_path / "browser"
+    browser.write_text(_SLOW_BROWSER)
+    browser.chmod(0o700)
+    with dashboard_with_browser(daemon, browser) as (ui, opened), chromium() as chrome:
+        page = chrome.browser.new_page()
+        page.goto(opened)
+        page.wait_for_url(f"{ui.base}/")
+        expect(page.locator("header .who")).to_be_visible()
+
+
 def test_every_template_compiles() -> None:
     """A template's syntax error shows only when its page is opened: find it here instead."""
     from supervisor.ui.state import make_templates

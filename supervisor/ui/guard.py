@@ -8,13 +8,14 @@ user's. Pure ASGI, not BaseHTTPMiddleware, so server-sent event streams pass unt
 from __future__ import annotations
 
 import hmac
+import html
 import secrets
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qsl, urlencode
 
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.responses import PlainTextResponse, RedirectResponse
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 COOKIE = "runspace_ui"
@@ -77,9 +78,19 @@ class Guard:
             return
         await self.app(scope, receive, send)
 
-    def _log_in(self, scope: Scope, query: dict[str, str]) -> RedirectResponse:
+    def _log_in(self, scope: Scope, query: dict[str, str]) -> Response:
         rest = urlencode({k: v for k, v in query.items() if k != "token"})
-        response = RedirectResponse(scope["path"] + (f"?{rest}" if rest else ""), status_code=303)
+        target = scope["path"] + (f"?{rest}" if rest else "")
+        response: Response
+        if Headers(scope=scope).get("sec-fetch-site", "none") in ("none", "same-origin"):
+            response = RedirectResponse(target, status_code=303)
+        else:
+            # Sent here by another site: the browser-opening file (supervisor/ui/opener.py) is one.
+            # A redirect would go on as that site's navigation, without the SameSite=Strict
+            # cookie; a hop from a page of ours is our own, and takes it along.
+            link = html.escape(target, quote=True)
+            response = HTMLResponse(f'<!DOCTYPE html><meta http-equiv="refresh" content="0;url={link}">'
+                                    f'<p><a href="{link}">Open the runspace dashboard</a></p>')
         response.set_cookie(COOKIE, self.keys.session, httponly=True, samesite="strict", path="/")
         return response
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import threading
-import webbrowser
+from contextlib import nullcontext
 from pathlib import Path
 
 import uvicorn
@@ -16,6 +15,7 @@ from supervisor.client import Client
 from supervisor.errors import RunspaceError
 from supervisor.ui.app import create_app
 from supervisor.ui.guard import Secrets
+from supervisor.ui.opener import browser_opened
 
 
 def serve(socket_path: Path, port: int, open_browser: bool) -> None:
@@ -29,10 +29,9 @@ def serve(socket_path: Path, port: int, open_browser: bool) -> None:
     app = create_app(socket_path, user_name(os.getuid()), keys, port)
     # Quiet (stdout keeps the URL alone); open event streams get 2 s to end on Ctrl-C.
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
-    if open_browser:
-        threading.Timer(0.3, webbrowser.open, (url,)).start()
     try:
-        uvicorn.Server(config).run(sockets=[listener])
+        with browser_opened(url) if open_browser else nullcontext():  # never the URL itself: see opener.py
+            uvicorn.Server(config).run(sockets=[listener])
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down: the way to stop it, exit 0
         pass
     print("runspace ui: stopped", file=sys.stderr)

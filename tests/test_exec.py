@@ -110,3 +110,25 @@ def test_a_root_daemon_runs_exec_as_the_caller_and_only_the_caller_restarts_it(u
     admins_only = multiuser(RUNSPACE_ALLOWED_USERS=users.alice.name, RUNSPACE_EXEC="admins")
     refused = as_user(users.alice, admins_only, lambda c: c.submit("exec", {"argv": ["true"]}))
     assert refused["error"] == "NotAllowed" and "RUNSPACE_EXEC=admins" in refused["detail"]
+
+
+def test_a_command_line_is_bounded_and_refused_at_its_field(daemon: DaemonProcess) -> None:
+    """exec is every user's by default and its params are stored and listed with the job (an
+    admin's `runspace list` and dashboard read everyone's): a 40 MB argv was taken, so a handful of
+    them made the admin's list of 50 jobs a 335 MB answer and the daemon ~1 GB."""
+    big = "x" * (129 * 1024)
+    cases = {
+        "argv": {"argv": ["true", big]},
+        "env": {"argv": ["true"], "env": {"BIG": big}},
+        "cwd": {"argv": ["true"], "cwd": "/" + "d" * 4095},
+    }
+    for field, params in cases.items():
+        answer = daemon.raw("POST", "/v1/jobs", json={"job": "exec", "params": params})
+        assert answer.status_code == 400, (field, answer.status_code)
+        assert [e["loc"] for e in answer.json()["errors"]] == [["params", field]], answer.json()
+    assert daemon.client.list()["items"] == []  # nothing queued
+    cli = daemon.cli("exec", "--", "true", *["y" * 50_000] * 3)  # each within what one exec() takes
+    assert cli.returncode == 2 and "argv" in cli.stderr and "Traceback" not in cli.stderr
+    fits = daemon.submit("exec", {"argv": ["sh", "-c", 'test ${#1} -eq 100000', "sh", "z" * 100_000],
+                                  "env": {"SOME": "v" * 10_000}, "cwd": "/"}, wait=30)
+    assert fits["state"] == "succeeded", fits

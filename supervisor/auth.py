@@ -6,11 +6,15 @@ import grp
 import os
 import pwd
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from supervisor.errors import NotAllowed, NotAuthenticated, NotFound
 from supervisor.models import JobRecord
 from supervisor.names import user_name
 from supervisor.settings import Settings
+
+if TYPE_CHECKING:
+    from supervisor.store.base import Store
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,12 @@ class Caller:
 
     def may_see(self, rec: JobRecord) -> bool:
         return self.admin or rec.requestor == self.name
+
+    def may_see_id(self, store: Store, job_id: str) -> bool:
+        if self.admin:
+            return True
+        rec = store.get(job_id)
+        return rec is not None and self.may_see(rec)
 
     def check_sees(self, rec: JobRecord | None, job_id: str) -> JobRecord:
         """Another user's job is reported exactly like a missing one, so ids don't leak."""

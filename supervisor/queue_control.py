@@ -43,5 +43,5 @@ class QueueState(QueueControl):
     """GET /v1/queue: the settings, with what they mean right now on this host."""
 
     max_concurrency: int = Field(description="This host's limit now: `parallel` if set, else the setting.")
-    running: int
-    queued: int
+    running: int = Field(description="Jobs running on this host: everyone's for admins, else the caller's own.")
+    queued: int = Field(description="Jobs waiting: everyone's for admins, else the caller's own.")

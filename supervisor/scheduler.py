@@ -405,10 +405,11 @@ class Scheduler:
         logger.info("queue control: {}", control.model_dump_json())
         self.wake()
 
-    def why_waiting(self, rec: JobRecord) -> tuple[str, int] | None:
-        """(waiting_for, queue_position) of a queued job, for its status."""
+    def why_waiting(self, rec: JobRecord, shows: Callable[[str], bool]) -> tuple[str, int] | None:
+        """(waiting_for, queue_position) of a queued job, for its status to a caller who may see
+        the jobs for which `shows(job_id)`."""
         opts = self.options_of(rec.job)
-        return explain(rec, self.s.store, self.control, opts.concurrency, opts.concurrency_key)
+        return explain(rec, self.s.store, self.control, opts.concurrency, opts.concurrency_key, shows)
 
     def reload_control(self) -> None:
         """From the store: at start, and when another host of a shared store changed it."""

@@ -82,6 +82,35 @@ def test_admin_sees_every_job(users: LocalUsers, multiuser) -> None:
     assert seen["requestor"] == users.bob.name
 
 
+def test_why_a_job_waits_and_the_queue_counts_show_no_other_users_jobs(users: LocalUsers, multiuser,
+                                                                       shared_base: Path) -> None:
+    """Keys are shared between users, the ids of the jobs that hold them are not: bob's job waiting
+    on alice's key named her job's id. GET /v1/queue counted everyone's jobs for anyone."""
+    d = multiuser(RUNSPACE_ALLOWED_USERS=f"{users.alice.name},{users.bob.name}")
+    records = shared_base / "records"
+    records.mkdir(mode=0o1777)
+    records.chmod(0o1777)
+
+    def keyed(who: str, seconds: float) -> Callable[[Client], Any]:
+        return lambda c: c.submit("keyed", {"case": "shared", "record": str(records / who), "seconds": seconds})[1]
+
+    holder = value(as_user(users.alice, d, keyed("alice", 60)))
+    wait_until(lambda: d.client.status(holder["id"])["state"] == "running", what="alice's job to hold the key")
+    alices_next = value(as_user(users.alice, d, keyed("alice", 0)))
+    bobs = value(as_user(users.bob, d, keyed("bob", 0)))
+    assert bobs["waiting_for"] == "key case=shared held by another user's job"
+    seen_by_bob = value(as_user(users.bob, d, lambda c: c.status(bobs["id"])))
+    assert holder["id"] not in json.dumps(seen_by_bob)
+    assert seen_by_bob["waiting_for"] == "key case=shared held by another user's job"
+    assert alices_next["waiting_for"] == f"key case=shared held by {holder['id']}"  # her own
+    assert d.client.status(bobs["id"])["waiting_for"] == f"key case=shared held by {holder['id']}"  # an admin
+
+    queue_for_bob = value(as_user(users.bob, d, lambda c: c.request("GET", "/v1/queue").json()))
+    assert (queue_for_bob["running"], queue_for_bob["queued"]) == (0, 1)
+    queue_for_admin = d.client.request("GET", "/v1/queue").json()
+    assert (queue_for_admin["running"], queue_for_admin["queued"]) == (1, 2)
+
+
 # -- run-as ------------------------------------------------------------------------------
 
 

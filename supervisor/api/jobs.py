@@ -30,11 +30,15 @@ _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+(?:\.\d+)?)")
 _FOLLOW_POLL = 0.2
 
 
-def status_response(rec: JobRecord, status_code: int | None = None, daemon: DaemonState | None = None) -> JSONResponse:
-    """The status object; a queued job's says why it waits when `daemon` is given."""
+def status_response(rec: JobRecord, status_code: int | None = None,
+                    asked: tuple[DaemonState, Caller] | None = None) -> JSONResponse:
+    """The status object; a queued job's says why it waits when `asked` names the daemon and the caller."""
     code = status_code or (200 if rec.state.done else 202)
     status = JobStatus.of(rec)
-    waiting = daemon.scheduler.why_waiting(rec) if daemon is not None else None
+    waiting = None
+    if asked is not None:
+        daemon, caller = asked
+        waiting = daemon.scheduler.why_waiting(rec, lambda job_id: caller.may_see_id(daemon.store, job_id))
     if waiting is not None:
         status.waiting_for, status.queue_position = waiting
     return JSONResponse(status.model_dump(mode="json"), status_code=code, headers={"Location": rec.location})
@@ -91,7 +95,7 @@ async def submit_job(
     if seconds > 0 and not rec.state.done:
         await daemon.scheduler.wait_done(rec.id, seconds)
         rec = daemon.store.get(rec.id) or rec
-    response = status_response(rec, 200 if rec.state.done else 202, daemon)  # a replay of a done job: 200
+    response = status_response(rec, 200 if rec.state.done else 202, (daemon, caller))  # a replay of a done job: 200
     if prefer and seconds > 0 and req.wait is None and wait is None:
         response.headers["Preference-Applied"] = f"wait={seconds:g}"  # RFC 7240
     return response
@@ -134,7 +138,7 @@ async def clean_jobs(
 
 @router.get("/{job_id}", response_model=JobStatus)
 async def get_job(job_id: str, daemon: DaemonDep, caller: CallerDep) -> JSONResponse:
-    return status_response(load_job(daemon, caller, job_id), 200, daemon)
+    return status_response(load_job(daemon, caller, job_id), 200, (daemon, caller))
 
 
 @router.get("/{job_id}/wait", response_model=JobStatus)
@@ -145,7 +149,7 @@ async def wait_job(
     if not rec.state.done:
         await daemon.scheduler.wait_done(job_id, min(timeout, daemon.settings.max_wait))
         rec = daemon.store.get(job_id) or rec
-    return status_response(rec, 200, daemon)
+    return status_response(rec, 200, (daemon, caller))
 
 
 @router.post("/{job_id}/cancel", response_model=JobStatus)

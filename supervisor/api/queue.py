@@ -16,7 +16,13 @@ router = APIRouter(prefix="/v1/queue", tags=["queue"])
 
 @router.get("", response_model=QueueState)
 async def get_queue(daemon: DaemonDep, caller: CallerDep) -> QueueState:
-    return daemon.scheduler.queue_state()
+    """The queue settings, and how many jobs run and wait: everyone's for admins, else the caller's
+    own (as /healthz and /metrics count: other users' activity is theirs)."""
+    state = daemon.scheduler.queue_state()
+    if not caller.admin:
+        state.running = daemon.scheduler.running_count(caller.name)
+        state.queued = daemon.scheduler.queued_count(caller.name)
+    return state
 
 
 @router.put("", response_model=QueueState, openapi_extra=json_body_schema(QueueControl))

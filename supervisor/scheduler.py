@@ -200,7 +200,7 @@ class Scheduler:
 
     def _remove_stale_run_dirs(self) -> None:
         """Run dirs of jobs that are no longer running: left by a crash during clean-up."""
-        run_root = self.s.settings.state_dir / "run"
+        run_root = RunFiles.root(self.s.settings.state_dir)
         if run_root.is_dir():
             for path in run_root.iterdir():
                 if path.name not in self.running and is_job_id(path.name):

@@ -56,9 +56,14 @@ class RunFiles:
 
     dir: Path
 
+    @staticmethod
+    def root(state_dir: Path) -> Path:
+        """`<state>/run/`, where every job's run dir is."""
+        return state_dir / "run"
+
     @classmethod
     def of(cls, state_dir: Path, job_id: str) -> RunFiles:
-        return cls(state_dir / "run" / job_id)
+        return cls(cls.root(state_dir) / job_id)
 
     @property
     def spec(self) -> Path:

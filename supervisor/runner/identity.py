@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from supervisor.errors import NotAllowed
 from supervisor.names import admin_names
 from supervisor.registry import JobOptions
+from supervisor.runner.files import RunFiles
 
 if TYPE_CHECKING:  # pydantic-settings costs every job process ~80 ms of start-up; annotations only
     from supervisor.runner.spec import JobSpec
@@ -132,7 +133,7 @@ def prepare_shared_dirs(state_dir: Path, log_dir: Path, sqlite_db: Path | None) 
     log (0711: no listing, so other jobs' ids stay hidden), but read nothing else there."""
     if os.geteuid() != 0:
         return
-    for path, mode in ((state_dir, 0o711), (state_dir / "run", 0o711), (log_dir, 0o711),
+    for path, mode in ((state_dir, 0o711), (RunFiles.root(state_dir), 0o711), (log_dir, 0o711),
                        (log_dir / "jobs", 0o711), (log_dir / "users", 0o700)):
         path.mkdir(parents=True, exist_ok=True)
         os.chmod(path, mode)

@@ -39,7 +39,6 @@ class BuildShim(build_ext):
         except Exception as exc:  # CompileError, LinkError, or no compiler at all
             print(f"warning: runspace-shim not built ({exc}); command jobs will use the Python relay")
 
-
     def _link(self, objects: list[str], target: Path) -> None:
         """Static where the C library allows: a shim starts per command job, and the dynamic
         loader's work was a third of its exec's CPU (0.63 → 0.44 ms) and most of its private

@@ -68,9 +68,22 @@ class _Server(uvicorn.Server):
         yield
 
 
+class EarlySighup:
+    """A SIGHUP that comes while the daemon starts (before its signal receiver exists) asks for
+    a reload like any other, done once it serves; the default action would end the daemon."""
+
+    def __init__(self) -> None:
+        self.asked = False
+        signal.signal(signal.SIGHUP, self._note)
+
+    def _note(self, signum: int, frame: object) -> None:
+        self.asked = True
+
+
 class Daemon:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, early_sighup: EarlySighup | None = None) -> None:
         self.settings = settings
+        self._early_sighup = early_sighup
         self.serving = False  # set once start-up is done: errors before it are one line (run_daemon)
         self.failure: str | None = None  # why the daemon stopped by itself: one line, exit 1 (run_daemon)
         self.draining = False
@@ -285,6 +298,8 @@ class Daemon:
 
     async def _handle_signals(self, server: uvicorn.Server, tg: TaskGroup) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            if self._early_sighup is not None and self._early_sighup.asked:  # from here on, signals has them
+                tg.start_soon(self.reload_jobs)
             async for signum in signals:
                 if signum == signal.SIGHUP:  # in the background: SIGTERM is heard during a reload
                     tg.start_soon(self.reload_jobs)
@@ -349,7 +364,8 @@ def check_config_trusted(settings: Settings) -> None:
 
 
 def run_daemon(settings: Settings, debug: bool = False) -> None:
-    inherited = close_inherited_fds()  # first: before anything of ours is open
+    early_sighup = EarlySighup()
+    inherited = close_inherited_fds()  # before anything of ours is open
     nofile = raise_fd_limit()
     setup_logging(debug)
     # A fatal signal in C code (SIGBUS when SQLite's -shm mapping cannot grow, e.g. under
@@ -358,7 +374,7 @@ def run_daemon(settings: Settings, debug: bool = False) -> None:
     if inherited:
         logger.info("closed descriptors left open by the parent: {}", ", ".join(map(str, inherited)))
     logger.debug("descriptor limit: {}", nofile)
-    daemon = Daemon(settings)
+    daemon = Daemon(settings, early_sighup)
     try:
         anyio.run(daemon.serve)
         if daemon.failure:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 
 from supervisor.client import Client
-from tests.conftest import TEST_JOBS, wait_until
+from tests.conftest import TEST_JOBS, DaemonProcess, wait_until
 from tests.supervision import alive, ledger_ids, read_pids
 
 
@@ -129,3 +132,33 @@ def test_clean_stop_removes_the_socket_file(daemon) -> None:
     assert daemon.socket.exists()
     assert daemon.stop() == 0
     assert not daemon.socket.exists()
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """Whether process `pid` has a handler for `signum` (SigCgt in /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
+def test_a_sighup_while_the_daemon_starts_is_a_reload_not_its_end(tmp_path: Path) -> None:
+    """`runspace daemon & kill -HUP %1`: the daemon used to die of it until it listened."""
+    slow = tmp_path / "slow_jobs"
+    slow.mkdir()
+    (slow / "slow_import.py").write_text("import time\n\ntime.sleep(1.5)  # a start-up long enough to signal into\n")
+    d = DaemonProcess(tmp_path, uuid.uuid4().hex, {"RUNSPACE_JOBS_PATH": f"{TEST_JOBS}:{slow}"})
+    with open(tmp_path / "daemon.log", "ab") as log:
+        d.proc = subprocess.Popen([sys.executable, "-m", "supervisor", "daemon"], env=d.env, stdout=log,
+                                  stderr=log, cwd=tmp_path)
+    try:
+        wait_until(lambda: d.proc.poll() is not None or _catches(d.proc.pid, signal.SIGHUP) or d.socket.exists(),
+                   timeout=30, what="the daemon to handle SIGHUP or listen")
+        assert not d.socket.exists(), "the daemon listened before it handled SIGHUP"
+        d.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: d.proc.poll() is not None or "job definitions reloaded" in d.log(), timeout=60,
+                   what="the reload")
+        assert d.proc.poll() is None, d.log()
+        assert d.raw("GET", "/healthz").status_code == 200
+    finally:
+        d.stop()

@@ -73,7 +73,9 @@ class Settings(BaseSettings):
     max_connections_per_user: int = Field(
         64, ge=1, description="Open connections (log follows included) per caller uid; root is not capped."
     )
-    idle_timeout: float = Field(5.0, gt=0, description="Seconds an idle connection stays open.")
+    idle_timeout: float = Field(5.0, gt=0, description=(
+        "Seconds an idle client connection (HTTP keep-alive) stays open; a job's hung detection is its "
+        "type's idle_timeout option, not this."))
     max_log_bytes: int = Field(
         2**30, ge=4096, description="Output a job may write to its log (type option max_log_bytes); the rest is dropped."
     )

@@ -88,6 +88,7 @@ class Scheduler:
         self._stats = JobStats()
         # Called with each job's final record after it is persisted (batch callbacks hook in here).
         self._end_hooks: list[Callable[[JobRecord], None]] = [self._end_dependents_of]
+        self._ending: list[JobRecord] | None = None  # jobs whose dependents a cascade has yet to end
         self.control = QueueControl()  # pause and parallel, as the store keeps them (recover, set_control)
 
     # -- what others may ask --------------------------------------------------------
@@ -162,14 +163,23 @@ class Scheduler:
             self._queue(chunk, logged=True)
 
     def _queue(self, records: list[JobRecord], logged: bool = False) -> None:
+        dependencies = DependencyView(self.s.store)
         for rec in records:
             if not logged:
                 self.s.user_log.event(rec, "queued")
-            self.queue.push(rec)
+            self._enqueue(rec, dependencies)
         self._settle_dependencies([rec for rec in records if rec.after_ids])
         if any(rec.not_before for rec in records):
             self.wake()  # the run loop sleeps until the next due time it knows of
         self.dispatch()
+
+    def _enqueue(self, rec: JobRecord, dependencies: DependencyView) -> None:
+        """Into the queue; a job that waits for another to succeed is held until it has."""
+        try:
+            pending = dependencies.waiting_for(rec) if rec.after_ids else None
+        except StoreUnavailable:  # not held, then: each pick judges its `after` jobs again
+            pending = None
+        self.queue.push(rec, held=pending is not None)
 
     def _log_queued(self, records: list[JobRecord]) -> None:
         for rec in records:
@@ -187,8 +197,9 @@ class Scheduler:
         host = self.s.settings.host_id
         self.reload_control()
         queued = self.s.store.in_states(JobState.QUEUED)
+        dependencies = DependencyView(self.s.store)
         for rec in queued:
-            self.queue.push(rec)
+            self._enqueue(rec, dependencies)
         self._settle_dependencies([rec for rec in queued if rec.after_ids])  # ended while we were down
         mine = [rec for rec in self.s.store.in_states(JobState.RUNNING) if rec.processed_by in (None, host)]
         leaders = find_leaders(mine)
@@ -575,10 +586,35 @@ class Scheduler:
     # -- dependencies ---------------------------------------------------------------
 
     def _end_dependents_of(self, rec: JobRecord) -> None:
-        """An end hook, so a job settled for a dead host (ended_elsewhere) counts too."""
-        if rec.state != JobState.SUCCEEDED:
-            for dependent in self.s.store.dependents_of(rec.id):
-                self._end_dependent(dependent, f"job {rec.id} it was to run after ended {rec.state}")
+        """An end hook, so a job settled for a dead host (ended_elsewhere) counts too. Its dependents
+        are found in the in-memory queue (SQLite) or in SQL (shared store), once per ended job."""
+        if rec.state == JobState.SUCCEEDED:
+            if isinstance(self.queue, JobQueue):
+                self._release_dependents(self.queue, rec.id)
+            return
+        if self._ending is not None:  # inside a cascade: its loop below takes this one too
+            self._ending.append(rec)
+            return
+        # A worklist, not recursion through the end hooks: a chain of 10,000 jobs each after the
+        # previous one would exceed Python's recursion limit and leave the rest queued forever.
+        self._ending = [rec]
+        try:
+            while self._ending:
+                ended = self._ending.pop()
+                for dependent in self.queue.dependents_of(ended.id):
+                    self._end_dependent(dependent, f"job {ended.id} it was to run after ended {ended.state}")
+        finally:
+            self._ending = None
+
+    def _release_dependents(self, queue: JobQueue, job_id: str) -> None:
+        dependencies = DependencyView(self.s.store)
+        released = False
+        for dependent in queue.dependents_of(job_id):
+            if queue.is_held(dependent.id) and dependencies.waiting_for(dependent) is None:
+                queue.release(dependent)
+                released = True
+        if released:
+            self.wake()
 
     def _settle_dependencies(self, records: list[JobRecord]) -> None:
         """End the jobs among `records` that wait for a job that already ended other than succeeded."""

@@ -70,8 +70,13 @@ class SharedQueue:
             "SELECT count(*) AS n FROM jobs WHERE state = 'queued' AND requestor = %s", (requestor,)).fetchone()
         return int(row["n"]) if row else 0
 
-    def push(self, rec: JobRecord) -> None:
-        """Nothing to do: the row is already queued and its insert or update notified every host."""
+    def push(self, rec: JobRecord, held: bool = False) -> None:
+        """Nothing to do: the row is already queued and its insert or update notified every host
+        (the claim's SQL leaves out rows whose `after` jobs have not all succeeded)."""
+
+    def dependents_of(self, job_id: str) -> list[JobRecord]:
+        """The queued jobs whose `after` names `job_id` (on any host)."""
+        return self._store.dependents_of(job_id)
 
     def remove(self, job_id: str) -> JobRecord | None:
         """Cancel a job that no host has claimed yet; None when it is running (or ended) already."""

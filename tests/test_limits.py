@@ -274,6 +274,63 @@ def test_users_take_turns_and_a_non_admins_priority_orders_only_their_own_jobs(u
 # -- output: long lines, control characters ------------------------------------------------
 
 
+def _submit_wait_p50(client: Client, count: int = 15) -> float:
+    """Median seconds of submit-and-wait for a quick job: each start and end is a pass over the queue."""
+    took = []
+    for _ in range(count):
+        began = time.perf_counter()
+        client.submit("echo", {"value": 1}, wait=30)
+        took.append(time.perf_counter() - began)
+    return sorted(took)[len(took) // 2]
+
+
+def test_jobs_waiting_for_others_do_not_slow_other_users_jobs(users: LocalUsers, multiuser) -> None:
+    """Bob's 5,000 jobs, each `after` 100 ids (one still running): every pass over the queue judged
+    each of them again, 100 ids apiece, so each start or end of anyone's job blocked the event loop
+    (alice's submit-and-wait p50 ~8x its quiet figure). They are held aside until their job succeeds."""
+    d = multiuser(RUNSPACE_ALLOWED_USERS=f"{users.alice.name},{users.bob.name}")
+    quiet = value(as_user(users.alice, d, _submit_wait_p50))
+
+    def flood(client: Client) -> str:
+        done = [client.submit("echo", {"value": i}, wait=30)[1]["id"] for i in range(99)]
+        blocker = client.submit("exec", {"argv": ["sleep", "120"], "cwd": "/"})[1]["id"]
+        for priority in range(5):  # each priority of a user's own is a queue of its own, scanned apart
+            client.submit_batch("echo", [{"value": i} for i in range(1000)], batch_id=f"waiting-{priority}",
+                                after=[*done, blocker], priority=priority)
+        return blocker
+
+    blocker = value(as_user(users.bob, d, flood))
+    loaded = value(as_user(users.alice, d, _submit_wait_p50))
+    assert loaded < 3 * quiet, f"submit-and-wait p50 {loaded * 1000:.0f} ms, quiet {quiet * 1000:.0f} ms"
+    # Held aside, they are still bob's queued jobs: counted, and ended when their job fails.
+    assert value(as_user(users.bob, d, lambda c: c.request("GET", "/v1/queue").json()))["queued"] == 5000
+    began = time.monotonic()
+    value(as_user(users.bob, d, lambda c: c.cancel(blocker)))
+
+    def cancelled() -> int | None:
+        counts = [value(as_user(users.bob, d, lambda c: c.batch(f"waiting-{p}", limit=0)))["counts"] for p in range(5)]
+        return sum(c["cancelled"] for c in counts) if all(c["queued"] == 0 for c in counts) else None
+
+    assert wait_until(cancelled, timeout=180, interval=0.5, what="bob's batches to be cancelled") == 5000
+    # Each dependent ended looked for its own dependents with a scan of every queued row's `after`:
+    # 10,000 of them kept the event loop busy for 292 s, with every caller waiting.
+    assert time.monotonic() - began < 20
+
+
+def test_a_long_chain_of_dependents_ends_when_its_head_fails(daemon: DaemonProcess) -> None:
+    """Each job after the one before: ending one job's dependents from its end hook recursed once
+    per link, and past Python's recursion limit the rest of the chain stayed queued forever."""
+    head = daemon.submit("sleep", {"seconds": 60})["id"]
+    last = head
+    for i in range(1200):
+        last = daemon.submit("echo", {"value": i}, after=[last])["id"]
+    daemon.client.cancel(head)
+    ended = wait_until(lambda: (s := daemon.client.status(last))["done"] and s, timeout=60, what="the chain's end")
+    assert ended["state"] == "cancelled" and ended["reason"] == "dependency_failed"
+    assert daemon.client.request("GET", "/v1/queue").json()["queued"] == 0
+    assert "end hook" not in daemon.log()
+
+
 def test_a_line_over_64_kib_is_split_and_readers_get_past_it(daemon: DaemonProcess) -> None:
     status = daemon.wait(daemon.submit("long_lines", {"user": "longuser"})["id"])
     assert status["state"] == "succeeded", status

@@ -139,11 +139,15 @@ def run_job(jt: JobType, spec: JobSpec, ctx: JobContext, files: RunFiles,
     try:
         params = jt.validate(spec.params)
         if jt.kind == "command":
+            # The environment the daemon gave this job, before the type's code adds the command's
+            # own (exec's `env` is the caller's): LD_PRELOAD or LD_LIBRARY_PATH there would run the
+            # caller's code in a dynamically linked shim, which holds the root-opened user log.
+            job_env = dict(os.environ)
             argv = check_argv(jt.func(params, ctx))
             pid, output = start_command(argv)  # first: the shim's exec is off the command's start
             if spec.shim:  # the native shim takes over the command; returns only if it cannot
                 exec_shim(Path(spec.shim), ShimJob(pid, output, argv[0]), spec, files, reporter.user_log_fd,
-                          started)
+                          started, job_env)
             return relay_command(pid, output, argv[0], ctx)
         return run_python(jt, params, ctx)
     except Exception as exc:

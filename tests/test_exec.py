@@ -14,7 +14,7 @@ import pytest
 
 from supervisor.errors import NotAllowed
 from tests.conftest import DaemonProcess, wait_until
-from tests.users import LocalUsers, as_user, multiuser, needs_root, shared_base, users  # noqa: F401
+from tests.users import LocalUsers, as_user, multiuser, needs_root, shared_base, users, value  # noqa: F401
 
 
 def test_exec_runs_in_the_callers_directory_with_the_chosen_environment(daemon: DaemonProcess,
@@ -132,3 +132,28 @@ def test_a_command_line_is_bounded_and_refused_at_its_field(daemon: DaemonProces
     fits = daemon.submit("exec", {"argv": ["sh", "-c", 'test ${#1} -eq 100000', "sh", "z" * 100_000],
                                   "env": {"SOME": "v" * 10_000}, "cwd": "/"}, wait=30)
     assert fits["state"] == "succeeded", fits
+
+
+@needs_root
+def test_the_callers_environment_reaches_the_command_not_the_shim_holding_the_user_log(users: LocalUsers,
+                                                                                        multiuser) -> None:
+    """exec's `env` is the caller's. runspace-shim holds the user log root opened for the job; where
+    it is linked dynamically (no static libc), alice's env LD_PRELOAD ran her code inside it: it
+    truncated her user log (the admin's lines about her with it) and wrote raw lines there."""
+    from supervisor.runner.shim import native_shim
+
+    if native_shim() is None:
+        pytest.skip("runspace-shim is not built here: command jobs relay from Python")
+    d = multiuser(RUNSPACE_ALLOWED_USERS=users.alice.name)
+    # Forked by the fork server, as jobs are once it is up: there the command's env reached the shim.
+    wait_until(lambda: d.client.request("GET", "/healthz").json()["fork_server"] == "ready",
+               what="the fork server to be ready")
+    script = 'echo "probe=$RUNSPACE_EXEC_PROBE"; exec sleep 60'
+    params = {"argv": ["sh", "-c", script], "cwd": "/", "env": {"LD_PRELOAD": "", "RUNSPACE_EXEC_PROBE": "chosen"}}
+    job = value(as_user(users.alice, d, lambda c: c.submit("exec", params)[1]))
+    wait_until(lambda: "probe=chosen" in d.client.log(job["id"]), what="the command to start with its env")
+    shim = psutil.Process(d.client.status(job["id"])["pid"])
+    assert os.path.basename(shim.exe()) == "runspace-shim" and shim.uids().real == users.alice.uid
+    assert "RUNSPACE_EXEC_PROBE" not in shim.environ() and "LD_PRELOAD" not in shim.environ()
+    assert [child.environ().get("RUNSPACE_EXEC_PROBE") for child in shim.children()] == ["chosen"]
+    d.client.cancel(job["id"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,11 +73,12 @@ def holds_fds_safely(shim: Path) -> bool:
 
 
 def exec_shim(shim: Path, command: ShimJob, spec: JobSpec, files: RunFiles, user_log_fd: int | None,
-              started: int | None) -> None:
+              started: int | None, env: Mapping[str, str]) -> None:
     """Become the shim; returns only if it cannot be started (the caller relays the command
     itself), or must not be: a job run as another user, with a shim others may read.
     `started`: the run-once guard's fd while this process holds it; the shim writes the
-    result into it and links it as result.json (job_main.write_result), one inode less."""
+    result into it and links it as result.json (job_main.write_result), one inode less.
+    `env`: the shim's environment, never the command's (which its caller may choose)."""
     if user_log_fd is not None and not holds_fds_safely(shim):
         return
     sys.stdout.flush()
@@ -85,6 +87,6 @@ def exec_shim(shim: Path, command: ShimJob, spec: JobSpec, files: RunFiles, user
         for fd in (command.output, user_log_fd, started):
             if fd is not None:
                 os.set_inheritable(fd, True)
-        os.execv(shim, shim_argv(shim, command, spec, files, user_log_fd, started))
+        os.execve(shim, shim_argv(shim, command, spec, files, user_log_fd, started), env)
     except OSError as exc:
         os.write(2, job_line(f"runspace: cannot start the native shim ({exc}); relaying the command from Python").encode())

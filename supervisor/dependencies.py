@@ -50,6 +50,12 @@ class DependencyView:
         self._load(rec.after_ids)
         return next((job_id for job_id in rec.after_ids if self._states[job_id] != JobState.SUCCEEDED), None)
 
+    def unfinished(self, rec: JobRecord) -> list[str]:
+        """The jobs `rec` waits for that have not ended yet (queued or running)."""
+        self._load(rec.after_ids)
+        return [job_id for job_id in rec.after_ids
+                if (state := self._states[job_id]) is not None and not JobState(state).done]
+
     def _load(self, ids: Iterable[str]) -> None:
         missing = [job_id for job_id in ids if job_id not in self._states]
         if missing:

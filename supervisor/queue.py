@@ -90,13 +90,14 @@ class JobQueue:
     def queued_by(self, requestor: str) -> int:
         return self._per_user[requestor]
 
-    def push(self, rec: JobRecord, held: bool = False) -> None:
+    def push(self, rec: JobRecord, held: bool = False, waits_for: Iterable[str] = ()) -> None:
         """Queue a job. `held`: it waits for `after` jobs to succeed, so pick() never looks at it
         until release(); otherwise every pick would judge every such job again (a user's 10,000 of
-        them, each after 100 ids, made every start of anyone's job cost ~0.1 s of the event loop)."""
+        them, each after 100 ids, made every start of anyone's job cost ~0.1 s of the event loop).
+        `waits_for`: those of its `after` jobs that have not ended yet (dependents_of finds it)."""
         self._ids[rec.id] = rec
         self._per_user[rec.requestor] += 1
-        for job_id in rec.after_ids:
+        for job_id in waits_for:  # each ends later, and its entry goes then: nothing piles up
             self._dependents.setdefault(job_id, []).append(rec)
         if held:
             self._held.add(rec.id)

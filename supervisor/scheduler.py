@@ -175,11 +175,14 @@ class Scheduler:
 
     def _enqueue(self, rec: JobRecord, dependencies: DependencyView) -> None:
         """Into the queue; a job that waits for another to succeed is held until it has."""
+        if not rec.after_ids:
+            self.queue.push(rec)
+            return
         try:
-            pending = dependencies.waiting_for(rec) if rec.after_ids else None
+            held, unfinished = dependencies.waiting_for(rec) is not None, dependencies.unfinished(rec)
         except StoreUnavailable:  # not held, then: each pick judges its `after` jobs again
-            pending = None
-        self.queue.push(rec, held=pending is not None)
+            held, unfinished = False, rec.after_ids
+        self.queue.push(rec, held, unfinished)
 
     def _log_queued(self, records: list[JobRecord]) -> None:
         for rec in records:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import psycopg
@@ -70,7 +70,7 @@ class SharedQueue:
             "SELECT count(*) AS n FROM jobs WHERE state = 'queued' AND requestor = %s", (requestor,)).fetchone()
         return int(row["n"]) if row else 0
 
-    def push(self, rec: JobRecord, held: bool = False) -> None:
+    def push(self, rec: JobRecord, held: bool = False, waits_for: Iterable[str] = ()) -> None:
         """Nothing to do: the row is already queued and its insert or update notified every host
         (the claim's SQL leaves out rows whose `after` jobs have not all succeeded)."""
 

@@ -27,23 +27,16 @@ def check_after(store: Store, caller: Caller, ids: list[str], loc: list[str | in
         raise InvalidParams("a job named in `after` does not exist (`runspace list` shows your jobs)", errors)
 
 
-def failed_dependency(rec: JobRecord, states: dict[str, tuple[str, str]]) -> str | None:
-    """Why `rec` can never start: a dependency that ended other than succeeded, or was removed."""
-    for job_id in rec.after_ids:
-        state = states.get(job_id, (None, None))[0]
-        if state is None:
-            return f"job {job_id} it was to run after was removed"
-        if JobState(state).done and state != JobState.SUCCEEDED:
-            return f"job {job_id} it was to run after ended {state}"
-    return None
-
-
 class DependencyView:
     """For one dispatch pass: each dependency's state read once, however many jobs wait for it."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._states: dict[str, str | None] = {}
+
+    def read(self, records: Iterable[JobRecord]) -> None:
+        """Read the dependencies of all `records` not read yet in one query, before asking about each."""
+        self._load({job_id for rec in records for job_id in rec.after_ids})
 
     def waiting_for(self, rec: JobRecord) -> str | None:
         """The first job `rec` still waits for, or None when all have succeeded."""
@@ -55,6 +48,17 @@ class DependencyView:
         self._load(rec.after_ids)
         return [job_id for job_id in rec.after_ids
                 if (state := self._states[job_id]) is not None and not JobState(state).done]
+
+    def failed(self, rec: JobRecord) -> str | None:
+        """Why `rec` can never start: a dependency that ended other than succeeded, or was removed."""
+        self._load(rec.after_ids)
+        for job_id in rec.after_ids:
+            state = self._states[job_id]
+            if state is None:
+                return f"job {job_id} it was to run after was removed"
+            if JobState(state).done and state != JobState.SUCCEEDED:
+                return f"job {job_id} it was to run after ended {state}"
+        return None
 
     def _load(self, ids: Iterable[str]) -> None:
         missing = [job_id for job_id in ids if job_id not in self._states]

@@ -20,7 +20,7 @@ from anyio.abc import TaskGroup
 from loguru import logger
 from pydantic import ValidationError
 
-from supervisor.dependencies import DEPENDENCY_FAILED, DependencyView, failed_dependency
+from supervisor.dependencies import DEPENDENCY_FAILED, DependencyView
 from supervisor.eligibility import Eligibility
 from supervisor.errors import NotAllowed, NotFound, QueueFull, StoreUnavailable
 from supervisor.exec_policy import EXEC_TYPE, check_exec
@@ -168,14 +168,15 @@ class Scheduler:
             if not logged:
                 self.s.user_log.event(rec, "queued")
             self._enqueue(rec, dependencies)
-        self._settle_dependencies([rec for rec in records if rec.after_ids])
+        self._settle_dependencies([rec for rec in records if rec.after_ids], dependencies)
         if any(rec.not_before for rec in records):
             self.wake()  # the run loop sleeps until the next due time it knows of
         self.dispatch()
 
     def _enqueue(self, rec: JobRecord, dependencies: DependencyView) -> None:
-        """Into the queue; a job that waits for another to succeed is held until it has."""
-        if not rec.after_ids:
+        """Into the queue; a job that waits for another to succeed is held until it has (a shared
+        queue is the store's rows: its claim's SQL holds such jobs itself)."""
+        if not rec.after_ids or not isinstance(self.queue, JobQueue):
             self.queue.push(rec)
             return
         try:
@@ -203,7 +204,7 @@ class Scheduler:
         dependencies = DependencyView(self.s.store)
         for rec in queued:
             self._enqueue(rec, dependencies)
-        self._settle_dependencies([rec for rec in queued if rec.after_ids])  # ended while we were down
+        self._settle_dependencies([rec for rec in queued if rec.after_ids], dependencies)  # ended while we were down
         mine = [rec for rec in self.s.store.in_states(JobState.RUNNING) if rec.processed_by in (None, host)]
         leaders = find_leaders(mine)
         for rec in mine:
@@ -619,13 +620,12 @@ class Scheduler:
         if released:
             self.wake()
 
-    def _settle_dependencies(self, records: list[JobRecord]) -> None:
-        """End the jobs among `records` that wait for a job that already ended other than succeeded."""
-        if not records:
-            return
-        states = self.s.store.states_of(sorted({job_id for rec in records for job_id in rec.after_ids}))
+    def _settle_dependencies(self, records: list[JobRecord], dependencies: DependencyView) -> None:
+        """End the jobs among `records` that wait for a job that already ended other than succeeded
+        (`dependencies`: what _enqueue read already is not read again; the rest in one query)."""
+        dependencies.read(records)
         for rec in records:
-            why = failed_dependency(rec, states)
+            why = dependencies.failed(rec)
             if why is not None:
                 self._end_dependent(rec, why)
 

@@ -17,6 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from supervisor.errors import NotFound
@@ -232,9 +233,19 @@ def test_a_reload_meeting_a_module_that_blocks_or_exits_keeps_the_daemon(tmp_pat
     assert d.submit("integrity_fine", {}, wait=30)["result"] == "fine"
     # SIGTERM is heard even while a reload waits on a module that blocks.
     d.proc.send_signal(signal.SIGHUP)
-    time.sleep(0.5)  # the reload is under way (the probe needs 2 s to give up on blocks.py)
+    wait_until(lambda: _probing(d), timeout=15, interval=0.01, what="the reload's import probe to run")
     t0 = time.monotonic()
     assert d.stop(timeout=10) == 0 and time.monotonic() - t0 < 5
+
+
+def _probing(d: DaemonProcess) -> bool:
+    """A reload is under way: the daemon's import probe runs (it needs 2 s to give up on blocks.py)."""
+    assert d.proc is not None
+    try:
+        return any("supervisor.import_probe" in " ".join(child.cmdline())
+                   for child in psutil.Process(d.proc.pid).children())
+    except psutil.Error:
+        return False
 
 
 def test_a_fork_server_that_dies_or_blocks_importing_leaves_jobs_running(tmp_path: Path, make_daemon) -> None:

@@ -41,6 +41,14 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
+def _ended(pid: int) -> bool:
+    """The process has exited: gone, or a zombie its parent has not reaped yet."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def _fill(disk: Path) -> Path:
     filler = disk / "filler"
     with open(filler, "wb") as out:
@@ -185,9 +193,10 @@ def test_jobs_that_ended_while_the_daemon_was_stopped_carry_no_kill_reason(make_
     ids = [d.submit("too_slow", {"seconds": seconds})["id"] for _ in range(4)]
     wait_until(lambda: all(d.client.status(i)["state"] == "running" for i in ids), 15, interval=0.01,
                what="the jobs to run")
+    pids = [d.client.status(i)["pid"] for i in ids]
     d.proc.send_signal(signal.SIGSTOP)
-    try:
-        time.sleep(seconds + 3)
+    try:  # until every job has ended on its own (a zombie: the stopped daemon cannot reap it)
+        wait_until(lambda: all(_ended(pid) for pid in pids), seconds + 30, what="the jobs to end while stopped")
     finally:
         d.proc.send_signal(signal.SIGCONT)
     for job_id in ids:

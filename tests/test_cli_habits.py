@@ -60,8 +60,10 @@ def _interrupt(daemon: DaemonProcess, *args: str, ready: Callable[[], object] = 
 @pytest.mark.parametrize("command", ["wait", "logs -f", "submit --follow"])
 def test_ctrl_c_while_following_a_job_exits_130_and_the_job_goes_on(daemon: DaemonProcess, command: str) -> None:
     if command == "submit --follow":
+        # `said`: its first progress line, so the CLI holds the job id (a Ctrl-C while the 202 is
+        # still on its way can only say the job may have been queued)
         code, err = _interrupt(daemon, "submit", "sleep", "seconds=30", "--follow",
-                               ready=lambda: daemon.client.list(state="running")["items"])
+                               ready=lambda: daemon.client.list(state="running")["items"], said="sleep ")
         job_id = daemon.client.list(limit=1)["items"][0]["id"]
     else:
         job_id = daemon.submit("sleep", {"seconds": 30})["id"]

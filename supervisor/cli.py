@@ -342,15 +342,11 @@ def clean(ctx, states, older_than, as_json) -> None:
     print_json({"removed": removed}) if as_json else click.echo(f"removed {removed} jobs")
 
 
-_CONTROL_FIELDS = ("paused", "paused_types", "parallel", "parallel_types")
-
-
-def _change_queue(ctx: click.Context, change: Any, as_json: bool) -> None:
-    """Read the queue settings, change them, write them back (PUT /v1/queue, admins only), show the state."""
+def _change_queue(ctx: click.Context, change: dict[str, Any], as_json: bool) -> None:
+    """Send only what changes (PATCH /v1/queue, admins only): the daemon applies it to the settings
+    as they are then, so another admin's change made at the same time is not undone. Show the state."""
     with _client(ctx) as client:
-        control = {k: v for k, v in client.queue().items() if k in _CONTROL_FIELDS}
-        change(control)
-        state = client.put_queue(control)
+        state = client.change_queue(change)
     print_json(state) if as_json else _print_queue(state)
 
 
@@ -379,13 +375,7 @@ def queue_state(ctx, as_json) -> None:
 @click.pass_context
 def pause(ctx, job, as_json) -> None:
     """Start no new jobs (of type JOB, or at all); running jobs go on. Admins only."""
-    def change(control: dict[str, Any]) -> None:
-        if job is None:
-            control["paused"] = True
-        elif job not in control["paused_types"]:
-            control["paused_types"].append(job)
-
-    _change_queue(ctx, change, as_json)
+    _change_queue(ctx, {"paused": True} if job is None else {"pause_types": [job]}, as_json)
 
 
 @main.command()
@@ -394,15 +384,7 @@ def pause(ctx, job, as_json) -> None:
 @click.pass_context
 def resume(ctx, job, as_json) -> None:
     """Start jobs again (of type JOB, or the whole queue). Admins only."""
-    def change(control: dict[str, Any]) -> None:
-        if job is None:
-            control["paused"] = False
-        elif job in control["paused_types"]:
-            control["paused_types"].remove(job)
-        else:
-            raise InvalidParams(f"job type {job!r} is not paused (paused: {control['paused_types'] or 'none'})")
-
-    _change_queue(ctx, change, as_json)
+    _change_queue(ctx, {"paused": False} if job is None else {"resume_types": [job]}, as_json)
 
 
 @main.command()
@@ -412,13 +394,7 @@ def resume(ctx, job, as_json) -> None:
 @click.pass_context
 def parallel(ctx, slots, job, as_json) -> None:
     """Run at most SLOTS jobs at once (of type JOB, or in all). Admins only."""
-    def change(control: dict[str, Any]) -> None:
-        if job is None:
-            control["parallel"] = slots
-        else:
-            control["parallel_types"][job] = slots
-
-    _change_queue(ctx, change, as_json)
+    _change_queue(ctx, {"parallel": slots} if job is None else {"parallel_types": {job: slots}}, as_json)
 
 
 @main.command()

@@ -209,6 +209,10 @@ class Client:
     def put_queue(self, control: dict[str, Any]) -> dict[str, Any]:
         return self.request("PUT", "/v1/queue", json=control).json()
 
+    def change_queue(self, change: dict[str, Any]) -> dict[str, Any]:
+        """PATCH /v1/queue: only what changes (supervisor/queue_control.py QueueChange)."""
+        return self.request("PATCH", "/v1/queue", json=change).json()
+
     def list(self, **filters: Any) -> dict[str, Any]:
         return self.request("GET", "/v1/jobs", params=filters).json()
 

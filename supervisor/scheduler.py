@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.abc import TaskGroup
 from loguru import logger
-from pydantic import ValidationError
 
 from supervisor.dependencies import DEPENDENCY_FAILED, DependencyView
 from supervisor.eligibility import Eligibility
@@ -89,7 +88,7 @@ class Scheduler:
         # Called with each job's final record after it is persisted (batch callbacks hook in here).
         self._end_hooks: list[Callable[[JobRecord], None]] = [self._end_dependents_of]
         self._ending: list[JobRecord] | None = None  # jobs whose dependents a cascade has yet to end
-        self.control = QueueControl()  # pause and parallel, as the store keeps them (recover, set_control)
+        self.control = QueueControl()  # pause and parallel, as the store keeps them (recover, change_control)
 
     # -- what others may ask --------------------------------------------------------
 
@@ -413,11 +412,12 @@ class Scheduler:
     def max_running(self) -> int:
         return self.control.parallel or self.s.settings.max_concurrency
 
-    def set_control(self, control: QueueControl) -> None:
-        """Persist first (it must survive a restart), then start what may start now."""
-        self.s.store.set_queue_control(control.model_dump())
-        self.control = control
-        logger.info("queue control: {}", control.model_dump_json())
+    def change_control(self, change: Callable[[QueueControl], QueueControl]) -> None:
+        """Apply `change` to the settings the store holds, in one of its transactions (a change made
+        at the same time, here or on another host, is never undone); then start what may start now."""
+        stored = self.s.store.change_queue_control(lambda value: change(QueueControl.from_stored(value)).model_dump())
+        self.control = QueueControl.model_validate(stored)
+        logger.info("queue control: {}", self.control.model_dump_json())
         self.wake()
 
     def why_waiting(self, rec: JobRecord, shows: Callable[[str], bool]) -> tuple[str, int] | None:
@@ -428,10 +428,7 @@ class Scheduler:
 
     def reload_control(self) -> None:
         """From the store: at start, and when another host of a shared store changed it."""
-        try:
-            self.control = QueueControl.model_validate(self.s.store.queue_control())
-        except ValidationError as exc:  # written by a newer or older runspace: run unpaused rather than not at all
-            logger.error("queue control in the store is not valid, ignored: {}", exc)
+        self.control = QueueControl.from_stored(self.s.store.queue_control())
 
     def options_of(self, job: str) -> JobOptions:
         jt = self._registry().types.get(job)

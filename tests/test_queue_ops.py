@@ -4,8 +4,11 @@ restart, rm, clean, retention."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -249,6 +252,51 @@ def test_parallel_changes_global_and_per_type_concurrency_at_run_time(start) -> 
     assert d.cli("parallel", "0").returncode == 2
     with pytest.raises(InvalidParams, match="parallel"):
         d.client.put_queue({"parallel": "many"})
+
+
+def test_queue_changes_made_at_once_all_hold(start) -> None:
+    """`runspace pause`, `resume` and `parallel` by several admins at the same instant: each
+    changes only what it names. They used to read the whole settings, change one field and write
+    them all back, so one admin's change could silently undo another's made at the same time."""
+    d = start()
+    paused = ["echo", "die", "fail", "hang", "steps", "flaky"]
+    limits = {"whereami": 2, "sleep": 3, "keyed": 4, "record_order": 5, "user_note": 6, "memory_hog": 7}
+
+    def at_once(*commands: tuple[str, ...]) -> None:
+        with ThreadPoolExecutor(len(commands)) as pool:
+            for out in pool.map(lambda args: d.cli(*args), commands):
+                assert out.returncode == 0, out.stderr
+
+    for _ in range(2):  # a lost update needs two changes to meet: give them two chances
+        at_once(("pause",), ("parallel", "5"), *(("pause", name) for name in paused),
+                *(("parallel", str(n), "--job", name) for name, n in limits.items()))
+        state = d.client.queue()
+        assert state["paused"] is True and state["parallel"] == 5
+        assert sorted(state["paused_types"]) == sorted(paused) and state["parallel_types"] == limits
+        at_once(("resume",), *(("resume", name) for name in paused))
+        state = d.client.queue()
+        assert state["paused"] is False and state["paused_types"] == [] and state["parallel_types"] == limits
+
+
+def test_put_sets_the_fields_it_names_and_keeps_the_others(start) -> None:
+    """A PUT of one field (several admins' scripts at once) no longer resets the fields it does
+    not name; a whole document still replaces them all."""
+    d = start()
+    bodies = [{"paused": True}, {"parallel": 4}, {"paused_types": ["sleep"]}, {"parallel_types": {"echo": 2}}]
+    ready = threading.Barrier(len(bodies))
+
+    def put(body: dict[str, Any]) -> dict[str, Any]:
+        ready.wait(10)
+        return d.client.put_queue(body)
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        list(pool.map(put, bodies))
+    expected = {"paused": True, "parallel": 4, "paused_types": ["sleep"], "parallel_types": {"echo": 2}}
+    assert {k: v for k, v in d.client.queue().items() if k in expected} == expected
+    whole = {"paused": False, "parallel": None, "paused_types": [], "parallel_types": {}}
+    assert {k: v for k, v in d.client.put_queue(whole).items() if k in whole} == whole
+    with pytest.raises(InvalidParams, match="unknown job type"):
+        d.client.change_queue({"pause_types": ["slep"]})
 
 
 @needs_root

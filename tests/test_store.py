@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,8 +134,32 @@ def test_removal_and_queue_control(store: Store) -> None:
     store.delete_jobs([f"{n:032x}" for n in range(100, 1700)])  # more ids than one statement takes
 
     assert store.queue_control() == {}
-    store.set_queue_control({"paused": True, "parallel": {"echo": 2}})
+    assert store.change_queue_control(lambda value: {**value, "paused": True}) == {"paused": True}
+    store.change_queue_control(lambda value: {**value, "parallel": {"echo": 2}})
     assert store.queue_control() == {"paused": True, "parallel": {"echo": 2}}
+
+
+def test_queue_control_changes_made_at_once_all_hold(store_url: str) -> None:
+    """Two daemons (two connections) change the settings at the same instant: the second reads
+    what the first wrote, instead of the value both saw before, which would undo the first."""
+    first, second = open_store(store_url), open_store(store_url)
+    reading = threading.Event()
+
+    def slow_change(value: dict[str, Any]) -> dict[str, Any]:
+        reading.set()
+        time.sleep(0.5)  # the other connection tries its change meanwhile
+        return {**value, "paused": True}
+
+    try:
+        slow = threading.Thread(target=first.change_queue_control, args=(slow_change,))
+        slow.start()
+        assert reading.wait(10)
+        second.change_queue_control(lambda value: {**value, "parallel": 3})
+        slow.join(10)
+        assert first.queue_control() == {"paused": True, "parallel": 3}
+    finally:
+        first.close()
+        second.close()
 
 
 def _columns(store: Store) -> set[str]:

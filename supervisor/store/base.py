@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -85,6 +86,7 @@ class Store(Protocol):
 
     def queue_control(self) -> dict[str, Any]: ...
 
-    def set_queue_control(self, value: dict[str, Any]) -> None: ...
+    # Read, change and write in one transaction; the value written.
+    def change_queue_control(self, change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]: ...
 
     def close(self) -> None: ...

@@ -34,7 +34,7 @@ _CHECK_INTERVAL = 1.0  # seconds between looks at the store file while all is we
 _MIN_BACKOFF, _MAX_BACKOFF = 0.5, 8.0  # probe delays while degraded, doubling
 # Calls that write: refused outright while degraded (update() is kept instead).
 _WRITES = frozenset({"insert", "insert_batch", "delete_batch", "delete_empty_batches", "bump_counter",
-                     "delete_jobs", "compact", "set_queue_control", "remove", "forward_cancel", "pick"})
+                     "delete_jobs", "compact", "change_queue_control", "remove", "forward_cancel", "pick"})
 # Calls that never reach the store (the shared queue's push: the row is the queue): never refused.
 _LOCAL = frozenset({"push"})
 _PROBE_COUNTER = "store_probes"  # a counter row a probe bumps: the smallest real write

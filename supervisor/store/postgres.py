@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -43,6 +43,7 @@ def record_from_row(row: Mapping[str, Any]) -> JobRecord:
 class PostgresStore(SqlStore):
     shared = True  # several daemons use this store at once
     after_ids_elements = "jsonb_array_elements_text(jobs.after_ids) AS v(value)"
+    lock_row = " FOR UPDATE"
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -132,10 +133,11 @@ class PostgresStore(SqlStore):
             logger.warning("job {}: not updated ({}); another host has taken it over or settled it",
                            rec.id, ", ".join(fields))
 
-    def set_queue_control(self, value: dict[str, Any]) -> None:
+    def change_queue_control(self, change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
         with self.transaction():
-            super().set_queue_control(value)
+            value = super().change_queue_control(change)
             self._execute("SELECT pg_notify(?, ?)", (JOB_CHANNEL, "- queue"))
+        return value
 
     def compact(self) -> None:
         """Nothing to do: PostgreSQL's autovacuum reclaims the rows retention deletes."""

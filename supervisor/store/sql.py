@@ -73,8 +73,9 @@ CALLBACK_WITH_ITEM = (f"substr(idempotency_key, 1, {len(CALLBACK_PREFIX)}) = '{C
                       "AND item.requestor = jobs.requestor)")
 IS_CALLBACK_WITH_ITEM = f"SELECT 1 FROM jobs WHERE id = ? AND {CALLBACK_WITH_ITEM}"
 GET_QUEUE_CONTROL = "SELECT value FROM queue_control WHERE name = 'queue'"
-SET_QUEUE_CONTROL = ("INSERT INTO queue_control (name, value) VALUES ('queue', ?) "
-                     "ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+# So that the row a change locks exists: a first change on each of two hosts would both read none.
+ADD_QUEUE_CONTROL = "INSERT INTO queue_control (name, value) VALUES ('queue', ?) ON CONFLICT (name) DO NOTHING"
+SET_QUEUE_CONTROL = "UPDATE queue_control SET value = ? WHERE name = 'queue'"
 # Why a queued job waits (supervisor/waiting.py) and which jobs wait for another (dependencies.py).
 RUNNING_OF_TYPE = "SELECT count(*) AS n FROM jobs WHERE state = 'running' AND job = ?"
 KEY_HOLDER = "SELECT id FROM jobs WHERE state = 'running' AND job = ? AND concurrency_key = ? LIMIT 1"
@@ -142,6 +143,9 @@ class SqlStore:
 
     # The elements of a JSON array of strings as rows with a column `value` (backends name it differently).
     after_ids_elements = "json_each(jobs.after_ids) AS v"
+    # What a SELECT adds to hold its rows until the transaction ends (SQLite's BEGIN IMMEDIATE
+    # already holds the whole database).
+    lock_row = ""
 
     def _execute(self, sql: str, args: Sequence[Any] = ()) -> Cursor:
         raise NotImplementedError
@@ -286,5 +290,12 @@ class SqlStore:
         row = self._execute(GET_QUEUE_CONTROL).fetchone()
         return dict(self._from_json(row["value"])) if row else {}
 
-    def set_queue_control(self, value: dict[str, Any]) -> None:
-        self._execute(SET_QUEUE_CONTROL, (self._to_json(value),))
+    def change_queue_control(self, change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+        """Read, change and write the queue settings in one transaction that holds the row, so a
+        change made at the same time (another host's) is applied after this one, never lost."""
+        with self._transaction():
+            self._execute(ADD_QUEUE_CONTROL, (self._to_json({}),))
+            row = self._execute(GET_QUEUE_CONTROL + self.lock_row).fetchone()
+            value = change(dict(self._from_json(row["value"])))
+            self._execute(SET_QUEUE_CONTROL, (self._to_json(value),))
+        return value

@@ -44,7 +44,7 @@ needs_browser = pytest.mark.skipif(
 class Dashboard:
     url: str  # with its token, as printed
     pid: int
-    stop: Callable[[], int]
+    stop: Callable[..., int]  # optionally the signal to stop it with (default: SIGINT, as Ctrl-C)
 
     @property
     def base(self) -> str:
@@ -519,15 +519,21 @@ def dashboard_with_browser(daemon: DaemonProcess, browser: Path) -> Iterator[tup
     proc = subprocess.Popen([sys.executable, "-m", "supervisor", "ui"], env={**daemon.env, "BROWSER": str(browser)},
                             stdout=subprocess.PIPE, stderr=err, text=True, cwd=daemon.base)
     err.close()
+
+    def stop(sig: int = signal.SIGINT) -> int:
+        Path(f"{browser}.go").touch()
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            proc.wait(15)
+        return proc.returncode
+
     try:
         url = _first_line(proc.stdout)
         opened = Path(f"{browser}.opened")
         wait_until(opened.exists, timeout=20, what="runspace ui to start the browser")
-        yield Dashboard(url, proc.pid, lambda: 0), opened.read_text()
+        yield Dashboard(url, proc.pid, stop), opened.read_text()
     finally:
-        Path(f"{browser}.go").touch()
-        proc.send_signal(signal.SIGINT)
-        proc.wait(15)
+        stop()
 
 
 def _tokens_on_command_lines(_: Any) -> list[str]:
@@ -571,6 +577,29 @@ def test_the_browser_is_never_handed_the_token_on_a_command_line(users: LocalUse
             assert "samesite=strict" in login.headers["set-cookie"].lower()
             assert web.get("/").status_code == 200
     assert not page.exists()  # removed when the dashboard stops
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_the_redirect_page_is_removed_when_a_signal_stops_the_dashboard(daemon: DaemonProcess, tmp_path: Path,
+                                                                        sig: signal.Signals) -> None:
+    """Ctrl-C removed the page (mode 0600, the URL with its token inside) that the browser is
+    handed; SIGTERM (`kill PID`, a service manager) and SIGHUP (the terminal closed) ended the
+    process on the spot and left it behind. Now they stop it as Ctrl-C does, promptly."""
+    browser = tmp_path / "browser"
+    browser.write_text(_SLOW_BROWSER)
+    browser.chmod(0o700)
+    with dashboard_with_browser(daemon, browser) as (ui, opened):
+        page = Path(opened.removeprefix("file://"))
+        assert page.exists() and ui.url in page.read_text()
+        with httpx.Client(base_url=ui.base) as web:  # a browser logged in, its events stream open
+            assert web.get(ui.url).status_code == 303
+            with web.stream("GET", "/events/jobs") as events:
+                assert events.status_code == 200
+                started = time.monotonic()
+                assert ui.stop(sig) == 0
+                assert time.monotonic() - started < 8
+    assert not page.exists() and not page.parent.exists()
+    assert (daemon.base / "ui.log").read_text().rstrip().endswith("runspace ui: stopped")
 
 
 @needs_browser

@@ -134,6 +134,20 @@ def test_clean_by_state_and_age(start) -> None:
         d.client.request("DELETE", "/v1/jobs", params={"state": "running"})
 
 
+def test_clean_over_http_takes_older_than_as_a_duration(start) -> None:
+    """`DELETE /v1/jobs?older_than=` reads durations as the CLI writes them (7d, 1h30m), not only seconds."""
+    d = start()
+    ended = d.wait(d.submit("echo", {"value": "c"})["id"])["id"]
+    for age in ("1h", "1h30m", "7d", "30 days", "3600"):
+        resp = d.raw("DELETE", "/v1/jobs", params={"older_than": age})
+        assert resp.status_code == 200 and resp.json() == {"removed": 0}, (age, resp.text)
+    bad = d.raw("DELETE", "/v1/jobs", params={"older_than": "soon"})
+    assert bad.status_code == 400 and bad.json()["errors"][0]["loc"] == ["query", "older_than"], bad.text
+    assert "'soon' is not a duration" in bad.json()["errors"][0]["msg"]
+    assert d.raw("DELETE", "/v1/jobs", params={"older_than": "0s"}).json() == {"removed": 1}
+    assert _gone(d, ended)
+
+
 # -- retention --------------------------------------------------------------------------------
 
 

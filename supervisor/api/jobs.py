@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from pydantic import BeforeValidator
 
 from supervisor.api.body import json_body, json_body_schema
 from supervisor.api.deps import CallerDep, CursorQuery, DaemonDep, OffsetQuery
@@ -16,6 +17,7 @@ from supervisor.api.state import DaemonState
 from supervisor.auth import Caller
 from supervisor.batches import refuse_joining_a_batch
 from supervisor.dependencies import check_after
+from supervisor.durations import parse_duration
 from supervisor.errors import Conflict, Draining, FieldError, InvalidParams, NotFound
 from supervisor.exec_policy import check_restart
 from supervisor.ids import is_job_id
@@ -28,6 +30,15 @@ from supervisor.submit import NAME_PATTERN, SubmitRequest, build_record, request
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+(?:\.\d+)?)")
 _FOLLOW_POLL = 0.2
+
+
+def _duration(value: object) -> object:
+    return parse_duration(value) if isinstance(value, str) else value  # its ValueError names the forms
+
+
+# `older_than` as the CLI and the settings write durations (`90`, `10m`, `7d`, `30 days`), not only seconds.
+OlderThanQuery = Annotated[float, BeforeValidator(_duration), Query(
+    ge=0, description="Only jobs that ended at least this long ago: seconds, or 10m, 7d, 30 days.")]
 
 
 def status_response(rec: JobRecord, status_code: int | None = None,
@@ -124,7 +135,7 @@ async def clean_jobs(
     daemon: DaemonDep,
     caller: CallerDep,
     state: Annotated[list[JobState] | None, Query(description="Only ended jobs in these states (default: all).")] = None,
-    older_than: Annotated[float, Query(ge=0, description="Only jobs that ended at least S seconds ago.")] = 0.0,
+    older_than: OlderThanQuery = 0.0,
 ) -> dict[str, int]:
     """Remove your ended jobs (admins: everyone's) with their logs and results."""
     running = [s for s in state or [] if not s.done]

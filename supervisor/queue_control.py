@@ -36,9 +36,9 @@ class QueueControl(BaseModel):
 
     def check_types(self, known: set[str]) -> None:
         """A typo must not pause nothing silently: every type named must exist."""
-        errors = [FieldError(["body", "paused_types", i], f"no job type {name!r}")
+        errors = [FieldError(["paused_types", i], f"no job type {name!r}")
                   for i, name in enumerate(self.paused_types) if name not in known]
-        errors += [FieldError(["body", "parallel_types", name], f"no job type {name!r}")
+        errors += [FieldError(["parallel_types", name], f"no job type {name!r}")
                    for name in self.parallel_types if name not in known]
         if errors:
             raise InvalidParams("unknown job type in the queue settings (`runspace jobs` lists them)", errors)
@@ -72,15 +72,15 @@ class QueueChange(BaseModel):
 
     def check_types(self, known: set[str]) -> None:
         """Types being paused or limited must exist (resuming a type that is gone is fine)."""
-        errors = [FieldError(["body", "pause_types", i], f"no job type {name!r}")
+        errors = [FieldError(["pause_types", i], f"no job type {name!r}")
                   for i, name in enumerate(self.pause_types) if name not in known]
-        errors += [FieldError(["body", "parallel_types", name], f"no job type {name!r}")
+        errors += [FieldError(["parallel_types", name], f"no job type {name!r}")
                    for name, slots in self.parallel_types.items() if slots is not None and name not in known]
         if errors:
             raise InvalidParams("unknown job type in the queue settings (`runspace jobs` lists them)", errors)
 
     def applied_to(self, control: QueueControl) -> QueueControl:
-        not_paused = [FieldError(["body", "resume_types", i], f"job type {name!r} is not paused")
+        not_paused = [FieldError(["resume_types", i], f"job type {name!r} is not paused")
                       for i, name in enumerate(self.resume_types) if name not in control.paused_types]
         if not_paused:
             raise InvalidParams(f"{', '.join(e.msg for e in not_paused)} "

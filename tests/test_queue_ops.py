@@ -247,6 +247,13 @@ def test_pause_one_type_leaves_the_others_running(start) -> None:
     assert not_paused.returncode == 2 and "not paused" in not_paused.stderr
     typo = d.cli("pause", "slep")
     assert typo.returncode == 2 and "no job type 'slep'" in typo.stderr
+    resp = d.raw("PUT", "/v1/queue", json={"paused_types": ["echo", "slep"], "parallel_types": {"slep": 1}})
+    assert resp.status_code == 400 and [e["loc"] for e in resp.json()["errors"]] == \
+        [["paused_types", 1], ["parallel_types", "slep"]], resp.text
+    resp = d.raw("PATCH", "/v1/queue", json={"pause_types": ["slep"], "parallel_types": {"slep": 1}})
+    assert [e["loc"] for e in resp.json()["errors"]] == [["pause_types", 0], ["parallel_types", "slep"]], resp.text
+    resp = d.raw("PATCH", "/v1/queue", json={"resume_types": ["sleep"]})
+    assert [e["loc"] for e in resp.json()["errors"]] == [["resume_types", 0]], resp.text
 
 
 def test_parallel_changes_global_and_per_type_concurrency_at_run_time(start) -> None:
@@ -365,7 +372,9 @@ def test_after_names_jobs_that_exist(start) -> None:
     d = start()
     with pytest.raises(InvalidParams, match="does not exist") as err:
         d.submit("echo", {}, after=["0" * 20])
-    assert err.value.errors[0].loc == ["body", "after", 0]
+    assert err.value.errors[0].loc == ["after", 0]  # as a malformed id's: the body's fields, no "body" prefix
+    malformed = d.raw("POST", "/v1/jobs", json={"job": "echo", "params": {}, "after": ["xyz"]})
+    assert [e["loc"] for e in malformed.json()["errors"]] == [["after", 0]], malformed.text
     out = d.cli("submit", "echo", "--after", "nope")
     assert out.returncode == 2 and "not a job id" in out.stderr
     with pytest.raises(InvalidParams):

@@ -59,7 +59,7 @@ async def submit_batch(
     existing = batches.existing(req, caller.name)
     if existing is not None:
         return _resubmitted(batches, existing)
-    check_after(daemon.store, caller, req.after, ["body", "after"])
+    check_after(daemon.store, caller, req.after, ["after"])
     batch = batches.new_batch(req, caller.name)
     # Validation is the costly part (10,000 pydantic validations): off the event loop, so
     # other requests are served meanwhile. Storing and queueing stay on the loop.

@@ -99,7 +99,7 @@ async def submit_job(
         refuse_joining_a_batch(daemon.store, caller.name, req.batch_id)
     rec = _idempotent_match(daemon, caller, req, req.idempotency_key) if req.idempotency_key else None
     if rec is None:
-        check_after(daemon.store, caller, req.after, ["body", "after"])
+        check_after(daemon.store, caller, req.after, ["after"])
         rec = build_record(daemon.registry, req, caller.name)
         daemon.scheduler.submit([rec], capped=not caller.admin)
     seconds = wait_seconds(req.wait, wait, prefer, daemon.settings.max_wait)

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -34,6 +34,9 @@ from supervisor.output import (
     state_exit_code,
     terminal_safe,
 )
+
+if TYPE_CHECKING:
+    from supervisor.client import Client  # imported only by a command that talks to the daemon (_client)
 
 
 ENDED_STATES = ("succeeded", "failed", "timed_out", "hung", "cancelled", "lost")
@@ -167,14 +170,24 @@ def submit(ctx, job, pairs, params_file, wait, follow, priority, idempotency_key
     goes_on(ctx, "the job may have been queued (`runspace list` shows your jobs)")
     with _client(ctx) as client:
         params = parse_pairs(pairs, params_file, lambda: params_schema(client, job))
-        _, status = client.submit(job, params, wait=wait, priority=priority, idempotency_key=idempotency_key,
-                                  **start)
-        job_goes_on(ctx, status["id"])
+        status = submit_then_wait(ctx, client, job, params, wait, priority=priority,
+                                  idempotency_key=idempotency_key, **start)
         if follow and not status["done"]:
             from supervisor.progress import follow_progress
 
             status = follow_progress(client, status["id"], timeout=None, quiet=as_json)
     report_submitted(status, wait, as_json)
+
+
+def submit_then_wait(ctx: click.Context, client: Client, job: str, params: dict[str, Any], wait: float | None,
+                     **extra: Any) -> dict[str, Any]:
+    """Submit, then wait for the end in a request of its own: a Ctrl-C during the wait can then
+    name the job that goes on (a POST with `wait` holds its id until the answer)."""
+    _, status = client.submit(job, params, **extra)
+    job_goes_on(ctx, status["id"])
+    if wait and not status["done"]:
+        status = client.wait(status["id"], timeout=wait)
+    return status
 
 
 def report_submitted(status: dict[str, Any], wait: float | None, as_json: bool) -> None:
@@ -216,7 +229,7 @@ def exec_command(ctx, argv, cwd, env_pairs, timeout, idle_timeout, wait, label, 
               "label": label, "timeout": timeout or None, "idle_timeout": idle_timeout or None}
     goes_on(ctx, "the job may have been queued (`runspace list` shows your jobs)")
     with _client(ctx) as client:
-        _, status = client.submit("exec", {k: v for k, v in params.items() if v is not None}, wait=wait,
+        status = submit_then_wait(ctx, client, "exec", {k: v for k, v in params.items() if v is not None}, wait,
                                   **start)
     report_submitted(status, wait, as_json)
 

@@ -73,6 +73,22 @@ def test_ctrl_c_while_following_a_job_exits_130_and_the_job_goes_on(daemon: Daem
     assert not daemon.client.status(job_id)["done"]
 
 
+@pytest.mark.parametrize("command", [["submit", "sleep", "seconds=30"], ["exec", "--", "sleep", "30"]])
+def test_ctrl_c_during_a_submit_wait_names_the_job_that_goes_on(daemon: DaemonProcess, command: list[str]) -> None:
+    """The CLI submits, then waits in a request of its own: once the job exists, a Ctrl-C names it."""
+    listed: list[bool] = []
+
+    def submitted_a_while_ago() -> bool:  # the job was listed at the poll before, so its 202 has been read
+        listed.append(bool(daemon.client.list()["items"]))
+        return listed[-2:] == [True, True]
+
+    code, err = _interrupt(daemon, command[0], "--wait", "60", *command[1:], ready=submitted_a_while_ago)
+    job_id = daemon.client.list()["items"][0]["id"]
+    assert code == 130, err
+    assert f"job {job_id} goes on" in err and "Traceback" not in err, err
+    assert not daemon.client.status(job_id)["done"]
+
+
 def test_ctrl_c_in_batch_and_user_log_exits_130(daemon: DaemonProcess) -> None:
     items = daemon.base / "items.jsonl"
     items.write_text('{"seconds": 30}\n')

@@ -81,9 +81,11 @@ class EarlySighup:
 
 
 class Daemon:
-    def __init__(self, settings: Settings, early_sighup: EarlySighup | None = None) -> None:
+    def __init__(self, settings: Settings, early_sighup: EarlySighup | None = None,
+                 descriptors: tuple[list[int], int] = ([], 0)) -> None:
         self.settings = settings
         self._early_sighup = early_sighup
+        self._descriptors = descriptors  # (closed inherited ones, the limit): said once the state dir is ours
         self.serving = False  # set once start-up is done: errors before it are one line (run_daemon)
         self.failure: str | None = None  # why the daemon stopped by itself: one line, exit 1 (run_daemon)
         self.draining = False
@@ -156,8 +158,9 @@ class Daemon:
     async def serve(self) -> None:
         """Start-up, one named step after another; then serve until SIGTERM."""
         s = self.settings
-        self._check_settings()
+        check_settings(s)  # refuses what cannot work (one line, exit 2)
         self._claim_state_dir()  # before anything else touches the state dir
+        self._note_start_conditions()  # after: a second daemon says one line, why it stops
         raw_store = self._open_store()
         self.registry = await self.load_jobs()
         events_path, events = await self._open_events_socket()
@@ -197,14 +200,6 @@ class Daemon:
 
     # -- start-up steps, in the order serve() takes them ---------------------------------
 
-    def _check_settings(self) -> None:
-        """Refuse what cannot work (one line, exit 2); warn about what looks wrong."""
-        check_settings(self.settings)
-        for name in unknown_env(os.environ):
-            logger.warning("{} is not a runspace setting and is ignored (`runspace daemon --help` lists them)", name)
-        for doubt in doubtful_settings(self.settings):
-            logger.warning(doubt)
-
     def _claim_state_dir(self) -> None:
         """The state dir is this daemon's alone; so is the socket; then the shared dirs and config."""
         s = self.settings
@@ -216,6 +211,17 @@ class Daemon:
         check_config_trusted(s)
         prepare_shared_dirs(s.state_dir, s.logs, None if "://" in s.store_url else Path(s.store_url))
         become_subreaper()
+
+    def _note_start_conditions(self) -> None:
+        """Warn about settings that look wrong; say which inherited descriptors were closed."""
+        for name in unknown_env(os.environ):
+            logger.warning("{} is not a runspace setting and is ignored (`runspace daemon --help` lists them)", name)
+        for doubt in doubtful_settings(self.settings):
+            logger.warning(doubt)
+        inherited, nofile = self._descriptors
+        if inherited:
+            logger.info("closed descriptors left open by the parent: {}", ", ".join(map(str, inherited)))
+        logger.debug("descriptor limit: {}", nofile)
 
     def _open_store(self) -> Store:
         """Open (and migrate) the store behind its guard, and count this start."""
@@ -371,10 +377,7 @@ def run_daemon(settings: Settings, debug: bool = False) -> None:
     # A fatal signal in C code (SIGBUS when SQLite's -shm mapping cannot grow, e.g. under
     # `chattr +i`) then leaves a line and a traceback in the log instead of nothing.
     faulthandler.enable()
-    if inherited:
-        logger.info("closed descriptors left open by the parent: {}", ", ".join(map(str, inherited)))
-    logger.debug("descriptor limit: {}", nofile)
-    daemon = Daemon(settings, early_sighup)
+    daemon = Daemon(settings, early_sighup, (inherited, nofile))
     try:
         anyio.run(daemon.serve)
         if daemon.failure:

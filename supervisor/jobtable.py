@@ -10,6 +10,8 @@ import time
 from datetime import datetime
 from typing import Any
 
+from supervisor.output import terminal_safe
+
 _SUMMARY_WIDTH = 40
 _STATE_STYLE = {"succeeded": "green", "failed": "red", "timed_out": "red", "hung": "red", "lost": "red",
                 "cancelled": "yellow", "running": "cyan"}
@@ -47,6 +49,7 @@ def summary(status: dict[str, Any]) -> str:
         text = shlex.join(argv)
     else:
         text = ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in params.items())
+    text = terminal_safe(text)  # params and labels are the submitter's text
     if len(text) > _SUMMARY_WIDTH:
         text = text[:_SUMMARY_WIDTH - 1] + "…"
     return text

@@ -50,4 +50,4 @@ def print_status(status: dict[str, Any]) -> None:
         lines.append(f"  error: {status['error']['type']}: {status['error']['message']}")
     if status.get("result") is not None:
         lines.append(f"  result: {json.dumps(status['result'])}")
-    print("\n".join(lines), flush=True)
+    print(terminal_safe("\n".join(lines)), flush=True)  # a message or an error is the job's text

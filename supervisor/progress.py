@@ -11,6 +11,8 @@ from typing import Any, Protocol
 
 import click
 
+from supervisor.output import terminal_safe
+
 _POLL = 0.5
 
 
@@ -108,7 +110,7 @@ def follow_progress(client: Any, job_id: str, timeout: float | None, quiet: bool
     display = make_display(f"{status['job']} {job_id}", since)
 
     def show(s: dict[str, Any]) -> None:
-        display.show(s.get("progress"), s.get("total"), s["state"], s.get("message") or "")
+        display.show(s.get("progress"), s.get("total"), s["state"], terminal_safe(s.get("message") or ""))
 
     try:
         return _poll(fetch, status, deadline, show)

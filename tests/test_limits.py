@@ -367,6 +367,23 @@ def test_control_characters_are_escaped_in_logs_and_cli_output(daemon: DaemonPro
         assert out.returncode == 0 and "\x1b" not in out.stdout and "\\x1b" in out.stdout
 
 
+def test_control_characters_from_a_job_are_escaped_in_status_list_and_progress(daemon: DaemonProcess) -> None:
+    """What a job or its submitter chose (params, an error or progress message) reaches the
+    terminal escaped: `status`, `list`, and the progress line of `wait` (stderr in a pipe)."""
+    failed = daemon.wait(daemon.submit("fail", {"message": "\x1b[2Jboom\x07"})["id"])
+    script = r'printf "::progress 1 2 \033[2Jhalf\n"; sleep 1.5'
+    halfway = daemon.submit("exec", {"argv": ["sh", "-c", script]})["id"]
+    waited = daemon.cli("wait", halfway)  # from the start: its progress line shows the message
+    assert daemon.client.status(halfway)["message"] == "\x1b[2Jhalf"  # the API keeps the text as it was
+    outputs = [daemon.cli("status", failed["id"]), daemon.cli("status", halfway), daemon.cli("list"), waited]
+    for out in outputs:
+        assert "\x1b" not in out.stdout + out.stderr and "\x07" not in out.stdout + out.stderr, out
+    assert "error: ValueError: \\x1b[2Jboom\\x07" in outputs[0].stdout
+    assert "message: \\x1b[2Jhalf" in outputs[1].stdout
+    assert "message=\\x1b[2Jboom\\x07" in outputs[2].stdout
+    assert "\\x1b[2Jhalf" in waited.stderr, waited.stderr
+
+
 # -- what other users' jobs reveal ------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ descriptors do not grow with the number of users, output and results are bounded
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import resource
 import socket
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from supervisor.client import Client
@@ -315,6 +317,53 @@ def test_jobs_waiting_for_others_do_not_slow_other_users_jobs(users: LocalUsers,
     # Each dependent ended looked for its own dependents with a scan of every queued row's `after`:
     # 10,000 of them kept the event loop busy for 292 s, with every caller waiting.
     assert time.monotonic() - began < 20
+
+
+def test_jobs_scheduled_for_later_at_many_priorities_do_not_slow_other_users_jobs(users: LocalUsers,
+                                                                                 multiuser) -> None:
+    """Bob's 9,800 jobs due tomorrow, at 490 priorities: every pass over the queue sorted his
+    priorities and judged each of his jobs again, so every start or end of anyone's job blocked
+    the event loop (alice's submit-and-wait p50 ~20x its quiet figure). They wait aside until due;
+    a requestor's jobs are a heap, so the number of priorities costs nothing either."""
+    d = multiuser(RUNSPACE_ALLOWED_USERS=f"{users.alice.name},{users.bob.name}")
+    quiet = value(as_user(users.alice, d, _submit_wait_p50))
+
+    def flood(client: Client) -> int:
+        for priority in range(490):
+            client.submit_batch("echo", [{"value": i} for i in range(20)], batch_id=f"tomorrow-{priority}",
+                                not_before="2099-01-01T00:00:00Z", priority=priority)
+        return client.request("GET", "/v1/queue").json()["queued"]
+
+    assert value(as_user(users.bob, d, flood)) == 9_800  # below his cap: two more of his follow
+    loaded = value(as_user(users.alice, d, _submit_wait_p50))
+    assert loaded < 3 * quiet, f"submit-and-wait p50 {loaded * 1000:.0f} ms, quiet {quiet * 1000:.0f} ms"
+    # Aside, they are still queued and due when their time comes: bob's own jobs run meanwhile.
+    mine = value(as_user(users.bob, d, lambda c: c.submit("echo", {"value": 1}, wait=30)[1]))
+    assert mine["state"] == "succeeded"
+    soon = value(as_user(users.bob, d, lambda c: c.submit("echo", {"value": 2}, priority=-5, **_in(1.0))[1]["id"]))
+    assert d.wait(soon, timeout=30)["state"] == "succeeded"
+
+
+def test_jobs_due_but_held_back_do_not_keep_the_daemon_busy(daemon: DaemonProcess) -> None:
+    """2,000 jobs whose `not_before` has passed but whose type cannot start now (paused here; a
+    full type or a held key do the same): the dispatch loop slept until the earliest `not_before`
+    of any queued job, past ones included, so it woke every 10 ms and judged them all again
+    (12 % of a CPU for these, growing with their number). It sleeps until the next one to come."""
+    daemon.client.put_queue({"paused_types": ["echo"]})
+    daemon.client.submit_batch("echo", [{"value": i} for i in range(2000)], **_in(0.5))
+    time.sleep(1.5)  # due now, and held back
+    cpu = psutil.Process(daemon.proc.pid).cpu_times
+    before = cpu().user + cpu().system
+    time.sleep(3)
+    assert cpu().user + cpu().system - before < 0.1
+    daemon.client.put_queue({"paused_types": []})
+    wait_until(lambda: daemon.client.request("GET", "/v1/queue").json()["queued"] < 2000, timeout=30,
+               what="the jobs to start once resumed")
+
+
+def _in(seconds: float) -> dict[str, str]:
+    when = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)
+    return {"not_before": when.isoformat()}
 
 
 def test_a_long_chain_of_dependents_ends_when_its_head_fails(daemon: DaemonProcess) -> None:

@@ -147,3 +147,27 @@ def test_removed_job_is_never_picked() -> None:
     q.push(_rec(2))
     assert q.remove(_rec(1).id) is not None
     assert q.pick(lambda r: True).seq == 2 and len(q) == 0
+
+
+def test_jobs_not_due_wait_aside_until_their_time() -> None:
+    q = JobQueue()
+    later = _rec(1)
+    later.not_before = time.time() + 0.3
+    q.push(later)
+    q.push(_rec(2))
+    assert q.pick(lambda r: True).seq == 2
+    assert q.pick(lambda r: True) is None and q.next_not_before() == later.not_before and len(q) == 1
+    time.sleep(0.3)
+    assert q.next_not_before() is None  # due: the dispatch loop need not wake for it again
+    assert q.pick(lambda r: True).seq == 1
+
+
+def test_every_priority_in_one_order_and_removed_jobs_do_not_pile_up() -> None:
+    q = JobQueue()
+    for n in range(1, 6):
+        q.push(_rec(n, priority=n % 3))  # priorities 1, 2, 0, 1, 2
+    assert [q.pick(lambda r: True).seq for _ in range(5)] == [2, 5, 1, 4, 3]
+    for n in range(10, 20_000):  # submitted and cancelled, again and again
+        q.push(_rec(n, priority=-n))
+        q.remove(_rec(n).id)
+    assert len(q) == 0 and sum(len(jobs.jobs) for jobs in q._users.values()) <= 2001

@@ -62,7 +62,10 @@ def not_before_of(delay: float | None, at: str | None) -> str | None:
     if delay is not None and at is not None:
         raise click.UsageError("give --in or --at, not both")
     if delay is not None:
-        return (datetime.now(UTC) + timedelta(seconds=delay)).isoformat()
+        try:
+            return (datetime.now(UTC) + timedelta(seconds=delay)).isoformat()
+        except OverflowError:
+            raise click.BadParameter(f"{delay:g} seconds from now is after the year 9999", param_hint="--in") from None
     if at is None:
         return None
     try:  # a time of day: its next occurrence, local time
@@ -78,7 +81,10 @@ def not_before_of(delay: float | None, at: str | None) -> str | None:
         moment = datetime.combine(now.date(), clock, tzinfo=clock.tzinfo or now.tzinfo)
         if moment <= now:
             moment += timedelta(days=1)
-    return (moment if moment.tzinfo else moment.astimezone()).astimezone(UTC).isoformat()
+    try:
+        return (moment if moment.tzinfo else moment.astimezone()).astimezone(UTC).isoformat()
+    except OverflowError:
+        raise click.BadParameter(f"{at!r} is not between the years 1 and 9999 in UTC", param_hint="--at") from None
 
 
 def start_fields(after: tuple[str, ...], delay: float | None, at: str | None) -> dict[str, Any]:

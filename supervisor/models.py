@@ -38,7 +38,11 @@ class KillReason(enum.StrEnum):
 def rfc3339(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    try:
+        when = datetime.fromtimestamp(ts, UTC)
+    except (ValueError, OverflowError, OSError):  # beyond year 9999 (a not_before stored before it was checked)
+        when = (datetime.max if ts > 0 else datetime.min).replace(tzinfo=UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass

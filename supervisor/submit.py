@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from supervisor.errors import FieldError, InvalidParams
 from supervisor.ids import new_job_id
@@ -30,6 +31,18 @@ class StartConditions(BaseModel):
         "Job ids: start once all of them succeeded; if one ends otherwise, this job ends cancelled "
         "with reason dependency_failed."))
     not_before: AwareDatetime | None = Field(None, description="RFC 3339 time before which the job does not start.")
+
+    @field_validator("not_before")
+    @classmethod
+    def _a_time_in_utc(cls, value: datetime | None) -> datetime | None:
+        """Every status shows it in UTC: 9999-12-31T23:59:59-14:00 is year 10000 there, which no
+        status (nor any list showing the job, an admin's included) could be written with."""
+        if value is None:
+            return None
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("out of range: in UTC it must fall between the years 1 and 9999") from None
 
 
 class SubmitRequest(StartConditions):

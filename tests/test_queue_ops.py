@@ -402,6 +402,27 @@ def test_not_before_delays_the_start_and_is_shown(start) -> None:
         d.submit("echo", {}, not_before="2030-01-01T10:00:00")  # no zone: ambiguous
 
 
+def test_a_not_before_no_status_can_show_is_refused(start) -> None:
+    """9999-12-31T23:59:59-14:00 is year 10000 in UTC: the job was queued, then its status and
+    every list showing it answered 500, so one user's submission broke every admin's
+    `runspace list` (and the dashboard's jobs page) for as long as the job stayed queued."""
+    d = start()
+    assert d.cli("pause").returncode == 0
+    for when in ("9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"):
+        with pytest.raises(InvalidParams, match="not_before") as refused:
+            d.client.submit("echo", {"value": 1}, not_before=when)
+        assert "between the years 1 and 9999" in str(refused.value.errors)
+        with pytest.raises(InvalidParams, match="not_before"):
+            d.client.submit_batch("echo", [{"value": 1}], not_before=when)
+    for option in (["--in", "100000000d"], ["--at", "9999-12-31T23:59:59-14:00"]):  # the CLI's own words
+        typo = d.cli("submit", "echo", "value=1", *option)
+        assert typo.returncode == 2 and "9999" in typo.stderr and "Traceback" not in typo.stderr, typo.stderr
+    edge = d.submit("echo", {"value": 1}, not_before="9999-12-31T23:59:59Z")
+    assert edge["not_before"] == "9999-12-31T23:59:59.000Z"
+    out = d.cli("list")
+    assert out.returncode == 0 and edge["id"] in out.stdout, out.stderr
+
+
 def test_after_and_not_before_survive_a_restart(start, tmp_path: Path) -> None:
     d = start(tmp_path / "d")
     first = d.submit("sleep", {"seconds": 30})["id"]

@@ -6,7 +6,9 @@ downloaded. Screenshots of every page are written to tests/artifacts/dashboard/ 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from tests.conftest import ROOT, DaemonProcess, wait_until
@@ -208,6 +211,44 @@ def test_token_cookie_headers_csrf_and_ctrl_c(daemon: DaemonProcess) -> None:
             # DNS rebinding: a request naming another host is not served, cookie or not.
             assert web.get("/", headers={"host": "evil.example"}).status_code == 400
         assert ui.stop() == 0  # Ctrl-C stops it, cleanly
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creates a second user to connect as")
+def test_another_users_idle_connections_cannot_take_the_dashboard(users: LocalUsers, daemon: DaemonProcess) -> None:
+    """Every local user can connect to 127.0.0.1, and uvicorn waits as long as it takes for a
+    request: bob's 1,100 idle connections held every descriptor of the dashboard under the usual
+    limit of 1,024, and its own user's page timed out. It closes other users' connections at once."""
+    with dashboard(daemon) as ui:
+        psutil.Process(ui.pid).rlimit(resource.RLIMIT_NOFILE, (1024, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        port = int(ui.base.rsplit(":", 1)[1])
+
+        def hold(out: int) -> None:
+            held = []
+            with contextlib.suppress(OSError):  # the dashboard's backlog full: enough
+                for _ in range(1100):
+                    held.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            time.sleep(1)
+            closed, deadline = 0, time.monotonic() + 10
+            for sock in held:
+                sock.settimeout(max(deadline - time.monotonic(), 0.01))
+                try:
+                    closed += sock.recv(1) == b""
+                except ConnectionResetError:
+                    closed += 1
+                except OSError:
+                    pass
+            os.write(out, f"{len(held)} {closed}\n".encode())
+            time.sleep(30)  # held while the owner asks for a page; killed then
+
+        pid, read_end = fork_as(users.bob, hold)
+        try:
+            with os.fdopen(read_end) as reader:
+                opened, closed = map(int, reader.readline().split())
+            assert opened >= 1000 and closed == opened
+            assert httpx.get(ui.url, timeout=10).status_code == 303  # its own user gets in
+        finally:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
 
 
 def test_ui_says_so_when_the_daemon_is_not_there(tmp_path: Path) -> None:

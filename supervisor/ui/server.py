@@ -20,6 +20,7 @@ from supervisor.errors import RunspaceError
 from supervisor.ui.app import create_app
 from supervisor.ui.guard import Secrets
 from supervisor.ui.opener import browser_opened
+from supervisor.ui.peer import OwnUserOnly
 
 
 def serve(socket_path: Path, port: int, open_browser: bool) -> None:
@@ -32,7 +33,7 @@ def serve(socket_path: Path, port: int, open_browser: bool) -> None:
     print(url, flush=True)  # the first line of stdout: scripts and tests read it
     app = create_app(socket_path, user_name(os.getuid()), keys, port)
     # Quiet (stdout keeps the URL alone); open event streams get 2 s to end on Ctrl-C.
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
+    config = uvicorn.Config(app, http=OwnUserOnly, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     try:
         with _stopped_by_signals(server), browser_opened(url) if open_browser else nullcontext():  # see opener.py

@@ -251,6 +251,21 @@ def test_another_users_idle_connections_cannot_take_the_dashboard(users: LocalUs
             os.waitpid(pid, 0)
 
 
+def test_without_a_kernel_that_names_peers_the_token_alone_keeps_others_out(monkeypatch) -> None:
+    """A kernel without inet_diag answers "no such socket" for every connection, as for one that
+    is gone: checked once on a connection of its own, the dashboard then closes none, rather
+    than every one, its own user's included."""
+    from supervisor.ui import peer
+
+    assert peer.kernel_names_peers()  # this host's kernel does
+    monkeypatch.setattr(peer, "_ask", lambda family, addresses: None)
+    peer.kernel_names_peers.cache_clear()
+    try:
+        assert not peer.kernel_names_peers()
+    finally:
+        peer.kernel_names_peers.cache_clear()
+
+
 def test_ui_says_so_when_the_daemon_is_not_there(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RUNSPACE_SOCKET": str(tmp_path / "none.sock")}
     done = subprocess.run([sys.executable, "-m", "supervisor", "ui", "--no-browser"], env=env,

@@ -325,6 +325,8 @@ def test_only_admins_change_the_queue_everyone_reads_it(users: LocalUsers, multi
     d = multiuser(RUNSPACE_ALLOWED_USERS=users.alice.name)
     denied = as_user(users.alice, d, lambda c: c.put_queue({"paused": True}))
     assert denied["error"] == "NotAllowed" and "only admins" in denied["detail"]
+    denied = as_user(users.alice, d, lambda c: c.change_queue({"pause_types": ["echo"]}))
+    assert denied["error"] == "NotAllowed" and "only admins" in denied["detail"]
     seen = as_user(users.alice, d, lambda c: c.queue())
     assert seen["value"]["paused"] is False and d.client.queue()["paused"] is False
 

@@ -11,6 +11,7 @@ the dashboard's own (root aside) are closed as they are accepted.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import struct
@@ -27,7 +28,7 @@ _UID_AT = 16 + 4 + 48 + 12
 
 
 class _Unknowable(Exception):
-    """The kernel cannot be asked (no sock_diag here: a sandbox): the token alone decides."""
+    """The kernel cannot be asked (no sock_diag here: a sandbox): the token alone keeps others out."""
 
 
 def peer_uid(local: tuple[str, int], peer: tuple[str, int]) -> int | None:
@@ -60,13 +61,28 @@ def _ask(family: int, addresses: bytes) -> int | None:
     return struct.unpack_from("=I", answer, _UID_AT)[0]
 
 
+@functools.cache
+def kernel_names_peers() -> bool:
+    """Whether sock_diag names a socket's owner here, asked once about a connection of our own:
+    an unknown socket and a kernel without inet_diag answer alike (ENOENT), and the second must
+    not lock the dashboard's own user out."""
+    try:
+        with socket.create_server(("127.0.0.1", 0)) as server, \
+                socket.create_connection(server.getsockname()[:2], timeout=1) as client:
+            accepted, _ = server.accept()
+            with accepted:
+                return peer_uid(accepted.getsockname()[:2], client.getsockname()[:2]) == os.getuid()
+    except (OSError, _Unknowable):
+        return False
+
+
 class OwnUserOnly(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
     """uvicorn's HTTP protocol, closing at once a connection from another user than this one or root."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
         local, peer = transport.get_extra_info("sockname"), transport.get_extra_info("peername")
-        if not (local and peer):
+        if not (local and peer and kernel_names_peers()):
             return
         try:
             uid = peer_uid(local[:2], peer[:2])

@@ -18,6 +18,11 @@ from supervisor.errors import FieldError, InvalidParams
 Slots = Annotated[int, Field(ge=1, le=1_000_000)]
 
 
+def _refuse_unknown(errors: list[FieldError]) -> None:
+    if errors:
+        raise InvalidParams("unknown job type in the queue settings (`runspace jobs` lists them)", errors)
+
+
 class QueueControl(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -40,8 +45,7 @@ class QueueControl(BaseModel):
                   for i, name in enumerate(self.paused_types) if name not in known]
         errors += [FieldError(["parallel_types", name], f"no job type {name!r}")
                    for name in self.parallel_types if name not in known]
-        if errors:
-            raise InvalidParams("unknown job type in the queue settings (`runspace jobs` lists them)", errors)
+        _refuse_unknown(errors)
 
     @classmethod
     def from_stored(cls, value: dict[str, Any]) -> QueueControl:
@@ -76,8 +80,7 @@ class QueueChange(BaseModel):
                   for i, name in enumerate(self.pause_types) if name not in known]
         errors += [FieldError(["parallel_types", name], f"no job type {name!r}")
                    for name, slots in self.parallel_types.items() if slots is not None and name not in known]
-        if errors:
-            raise InvalidParams("unknown job type in the queue settings (`runspace jobs` lists them)", errors)
+        _refuse_unknown(errors)
 
     def applied_to(self, control: QueueControl) -> QueueControl:
         not_paused = [FieldError(["resume_types", i], f"job type {name!r} is not paused")
